@@ -1,0 +1,153 @@
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+BEHAVIOUR_LOGPROB_SOURCES = ("auto", "engine", "trainer")
+DEFAULT_OPTIMIZER_STEPS_PER_GENERATION = 4
+
+
+@dataclass
+class RapidConfig(GRPOConfig):
+    r"""
+    Configuration class for [`RapidTrainer`], a [`~trl.GRPOConfig`] with the knobs of RAPID (arXiv 2510.03515).
+
+    RAPID samples one large inference batch with the behaviour policy µ, then takes H off-policy optimizer steps on
+    mini-batches of it. The paper's symbols map onto TRL's own fields:
+
+    | paper | meaning | field(s) |
+    |---|---|---|
+    | `G` | completions per prompt | `num_generations` |
+    | `N_inference` | completions sampled per outer step, all processes | `generation_batch_size` |
+    | `N_step` | completions per optimizer step, all processes | `per_device_train_batch_size × gradient_accumulation_steps × world size` |
+    | `H` | optimizer steps per inference batch, `N_inference / N_step` | `optimizer_steps_per_generation` (or `steps_per_generation / gradient_accumulation_steps`) |
+    | `η` | importance-weight truncation | `eta` |
+
+    Set at most one of `optimizer_steps_per_generation`, `steps_per_generation` and `generation_batch_size`. With none
+    of them set, H defaults to 4 (the paper's headline MBPP+ setting); `H = 1` is on-policy group-relative policy
+    gradient, which RAPID reduces to exactly.
+
+    Defaults that differ from [`~trl.GRPOConfig`], to follow the paper's reference setup:
+        scale_rewards (`str`, defaults to `"none"`):
+            The paper's advantage is `R_i − b(x)` with no division by a reward standard deviation. `"group"` and
+            `"batch"` still work and divide by the std of the raw rewards, as in TRL.
+
+    Unchanged TRL defaults the paper relies on: `beta=0.0` (no KL term, no reference model), `epsilon=0.2` (PPO clip of
+    the per-token ratio π_θ/µ), `num_iterations=1`. `loss_type` keeps TRL's default (`"dapo"`); every TRL loss type
+    works, because RAPID only replaces the advantage.
+
+    Parameters:
+        eta (`float`, *optional*, defaults to `2.0`):
+            η, the truncation threshold of the sequence importance weights in the group baseline:
+            `b(x) = (1/G) Σ_j min(π_θ(y_j|x)/µ(y_j|x), η) R_j`. Must be > 0.
+        optimizer_steps_per_generation (`int` or `None`, *optional*, defaults to `None`):
+            H, the number of optimizer steps taken on each inference batch. Sets `steps_per_generation = H ×
+            gradient_accumulation_steps`.
+        behaviour_logprobs (`str`, *optional*, defaults to `"auto"`):
+            Where µ's per-token log-probs come from. `"engine"`: the inference engine's sampling log-probs (vLLM only);
+            `"trainer"`: recomputed by the trainer with the policy right after generation, before any update; `"auto"`:
+            `"engine"` when vLLM generates, else `"trainer"`.
+    """
+
+    eta: float = field(
+        default=2.0,
+        metadata={
+            "help": "η: truncation threshold of the sequence importance weights π_θ/µ in RAPID's group baseline "
+            "(paper default 2.0). Must be > 0."
+        },
+    )
+    optimizer_steps_per_generation: int | None = field(
+        default=None,
+        metadata={
+            "help": "H: optimizer steps per inference batch (N_inference / N_step). Sets steps_per_generation = H × "
+            "gradient_accumulation_steps. Default: 4 when neither steps_per_generation nor generation_batch_size is "
+            "set."
+        },
+    )
+    behaviour_logprobs: str = field(
+        default="auto",
+        metadata={
+            "help": "Source of the behaviour log-probs µ: 'engine' (vLLM sampling log-probs), 'trainer' (recomputed "
+            "right after generation) or 'auto' (engine with vLLM, else trainer).",
+            "choices": list(BEHAVIOUR_LOGPROB_SOURCES),
+        },
+    )
+    scale_rewards: str = field(
+        default="none",
+        metadata={
+            "help": "Reward scaling of the advantage: 'none' (paper, default), 'group' or 'batch' (divide by the std "
+            "of the raw rewards within the group or the batch)."
+        },
+    )
+
+    def __post_init__(self):
+        self._resolve_steps_per_generation()
+        super().__post_init__()
+        self._check_rapid_consistency()
+
+    def _resolve_steps_per_generation(self):
+        ga = self.gradient_accumulation_steps
+        h = self.optimizer_steps_per_generation
+        if h is not None and (not isinstance(h, int) or h < 1):
+            raise ValueError(
+                f"optimizer_steps_per_generation (H) must be a whole number >= 1, got {h!r}. Use 1 for on-policy "
+                "training, or the paper's 2, 4, 8 or 16."
+            )
+        if self.steps_per_generation is None and self.generation_batch_size is None:
+            self.steps_per_generation = (h or DEFAULT_OPTIMIZER_STEPS_PER_GENERATION) * ga
+        elif h is not None:
+            # Accept a config that already carries the matching TRL field (e.g. one saved and loaded again).
+            implied = self.steps_per_generation
+            if implied is None:
+                implied = self.generation_batch_size / (self.per_device_train_batch_size * self.world_size)
+            if implied != h * ga:
+                set_field = "steps_per_generation" if self.steps_per_generation is not None else "generation_batch_size"
+                raise ValueError(
+                    f"optimizer_steps_per_generation={h} and {set_field} both set H, and disagree "
+                    f"({set_field} implies H = {implied / ga:g}). Set only one of them."
+                )
+
+    def _check_rapid_consistency(self):
+        if not self.eta > 0:
+            raise ValueError(f"eta (η) must be > 0, got {self.eta}. The paper uses eta=2.0.")
+
+        ga, spg = self.gradient_accumulation_steps, self.steps_per_generation
+        if spg % ga != 0:
+            hint = (
+                f"generation_batch_size to a multiple of {self.per_device_train_batch_size * self.world_size * ga}"
+                if self.optimizer_steps_per_generation is None and self.generation_batch_size is not None
+                else f"steps_per_generation to a multiple of {ga}"
+            )
+            raise ValueError(
+                f"H = steps_per_generation / gradient_accumulation_steps = {spg}/{ga} is not a whole number of "
+                f"optimizer steps. Set {hint}, or set optimizer_steps_per_generation (H) instead."
+            )
+
+        group, per_process_step = self.num_generations, self.per_device_train_batch_size * ga
+        if per_process_step % group != 0:
+            raise ValueError(
+                f"A prompt's group of num_generations={group} completions must fit whole into one process's optimizer "
+                f"step, which holds per_device_train_batch_size × gradient_accumulation_steps = "
+                f"{self.per_device_train_batch_size} × {ga} = {per_process_step} completions. Make that product a "
+                f"multiple of {group} (e.g. per_device_train_batch_size={group}), or change num_generations."
+            )
+
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                f"multi_objective_aggregation={self.multi_objective_aggregation!r} is not supported by RAPID: the "
+                "importance-weighted baseline needs one raw reward per completion. Use 'sum_then_normalize'."
+            )
+
+        if self.behaviour_logprobs not in BEHAVIOUR_LOGPROB_SOURCES:
+            raise ValueError(
+                f"behaviour_logprobs must be one of {BEHAVIOUR_LOGPROB_SOURCES}, got {self.behaviour_logprobs!r}."
+            )
+        if self.behaviour_logprobs == "engine" and not self.use_vllm:
+            raise ValueError(
+                "behaviour_logprobs='engine' needs an engine that returns sampling log-probs, i.e. use_vllm=True. "
+                "With transformers generation set behaviour_logprobs='trainer' (or 'auto')."
+            )
+
+    @property
+    def num_optimizer_steps_per_generation(self) -> int:
+        """H, resolved: optimizer steps the trainer takes on each inference batch."""
+        return self.steps_per_generation // self.gradient_accumulation_steps

@@ -1,0 +1,278 @@
+"""RapidTrainer: TRL's GRPOTrainer with RAPID's importance-weighted group advantage (arXiv 2510.03515).
+
+One outer step, read top to bottom:
+  1. rollout   — `_prepare_inputs` asks TRL for one generation batch of N_inference completions (N_inference / world
+                 size per process), with rewards and the behaviour log-probs µ; it is shuffled by whole groups and cut
+                 into micro-batches.
+  2. advantage — at every optimizer step, `_set_advantages` recomputes A_i = R_i − (1/G) Σ_j min(π_θ/µ, η) R_j with the
+                 current θ (estimator.py), reusing the log-probs of the loss's own forward pass.
+  3. update    — TRL's `_compute_loss` applies its surrogate (any `loss_type`) with that advantage; H optimizer steps
+                 consume the buffer before the next rollout.
+
+Every override mirrors TRL 1.16.0's `GRPOTrainer` and names the method it extends.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import time
+import warnings
+
+import torch
+from accelerate.logging import get_logger
+from trl import GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import (
+    get_config_model_id,
+    nanstd,
+    split_pixel_values_by_grid,
+    split_tensor_dict,
+    unsplit_pixel_values_by_grid,
+)
+
+from .config import RapidConfig
+from .estimator import rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
+
+logger = get_logger(__name__)
+
+# Keys RapidTrainer adds to each buffered row; TRL ignores them.
+REWARDS, GROUP_IDS, REWARD_SCALE = "rapid_rewards", "rapid_group_ids", "rapid_reward_scale"
+
+
+def shuffle_groups(batch: dict, group_size: int) -> dict:
+    """Shuffle a generation batch by whole groups of `group_size` consecutive rows, keeping each group contiguous.
+
+    Replaces TRL's row-level `shuffle_sequence_dict`, which would scatter a prompt's completions across micro-batches.
+    """
+    num_rows = len(next(v for v in batch.values() if v is not None and not _is_scalar(v)))
+    group_order = torch.randperm(num_rows // group_size)
+    permutation = (group_order[:, None] * group_size + torch.arange(group_size)).flatten()
+
+    def permute(value):
+        if value is None or _is_scalar(value):
+            return value
+        if isinstance(value, torch.Tensor):
+            return value[permutation.to(value.device)]
+        return [value[i] for i in permutation]
+
+    return {key: permute(value) for key, value in batch.items()}
+
+
+def _is_scalar(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.ndim == 0
+
+
+class RapidTrainer(GRPOTrainer):
+    """
+    Trainer for RAPID: large-batch inference, then H off-policy mini-batch policy-gradient steps whose advantage uses an
+    importance-weighted group baseline. A drop-in replacement for [`~trl.GRPOTrainer`]: same constructor, reward
+    functions, PEFT, logging, checkpointing and Hub upload; configure it with [`RapidConfig`].
+
+    Logged under `rapid/`: `weight_mean`, `weight_max` (raw importance weights π_θ/µ), `truncated_frac` (share above
+    η), `ess` (per-group effective sample size / G), `staleness` (|log mean w̄|), `inner_step` (0..H-1 within the
+    outer step), `generation_time` and `train_time` (seconds of each outer step spent producing the batch vs updating).
+    """
+
+    _tag_names = ["trl", "rapid"]
+    _name = "RAPID"
+    _paper = {
+        "title": "RAPID: An Efficient Reinforcement Learning Algorithm for Small Language Models",
+        "id": "2510.03515",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @article{rapid2025,
+                title        = {{RAPID: An Efficient Reinforcement Learning Algorithm for Small Language Models}},
+                year         = 2025,
+                eprint       = {arXiv:2510.03515},
+            }"""),
+    }
+
+    def __init__(self, model, reward_funcs=None, args: RapidConfig | None = None, *positional, **kwargs):
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = RapidConfig(f"{model_name.split('/')[-1]}-RAPID")
+        elif not isinstance(args, RapidConfig):
+            raise TypeError(
+                f"RapidTrainer needs a RapidConfig, got {type(args).__name__}. RapidConfig takes every GRPOConfig "
+                "argument: replace `GRPOConfig(...)` with `RapidConfig(...)`."
+            )
+        super().__init__(model, reward_funcs, args, *positional, **kwargs)
+
+        self.eta = args.eta
+        self.num_inner_steps = args.num_optimizer_steps_per_generation  # H
+        self.behaviour_logprobs = args.behaviour_logprobs
+        if self.behaviour_logprobs == "auto":
+            self.behaviour_logprobs = "engine" if self.use_vllm else "trainer"
+        # The loss's own forward pass gives every group member's log-prob only when micro-batches hold whole groups.
+        self._whole_groups_per_micro_batch = args.per_device_train_batch_size % args.num_generations == 0
+        if not self._whole_groups_per_micro_batch:
+            warnings.warn(
+                f"per_device_train_batch_size={args.per_device_train_batch_size} is not a multiple of "
+                f"num_generations={args.num_generations}, so a group spans micro-batches: RapidTrainer runs one extra "
+                "no-grad forward pass per optimizer step to compute exact advantages. Make per_device_train_batch_size "
+                "a multiple of num_generations to avoid it.",
+                stacklevel=2,
+            )
+        self._gathered_rewards_per_func = None  # set by _calculate_rewards, consumed right after
+        self._loss_inputs_awaiting_advantages = None  # see _compute_loss
+        self._outer_step_times = {"generation": 0.0, "total": 0.0}
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # 1. Rollout
+    # ---------------------------------------------------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # Extends TRL 1.16: keep the raw rewards (gathered over processes), which TRL turns into advantages and drops.
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._gathered_rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        # Extends TRL 1.16: adds each row's raw reward, group id and reward scale, and sets µ, to the training batch.
+        start = time.perf_counter()
+        output = super()._generate_and_score_completions(inputs)
+        if not self.model.training:
+            return output  # evaluation runs on-policy (θ = µ): TRL's group-mean advantage is RAPID's
+
+        group_size = self.num_generations
+        prompts = [x.get("prompt") for x in inputs]
+        if len(prompts) % group_size or any(
+            prompts[i] != prompts[i - i % group_size] for i in range(len(prompts))
+        ):
+            raise RuntimeError(
+                "RapidTrainer expects each process's generation batch to arrive as whole groups of num_generations "
+                "consecutive completions of one prompt; this one does not. Was the train sampler replaced?"
+            )
+
+        gathered = self._gathered_rewards_per_func
+        rewards = (gathered * self.reward_weights.to(gathered.device).unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(gathered).all(dim=1)] = torch.nan  # unscorable: no reward function returned a value
+        local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
+
+        output[REWARDS] = rewards[local]
+        output[GROUP_IDS] = torch.arange(len(inputs), device=rewards.device) // group_size
+        if self.scale_rewards == "group":
+            std = nanstd(rewards.view(-1, group_size), dim=1).repeat_interleave(group_size)
+            output[REWARD_SCALE] = std[local]
+        elif self.scale_rewards == "batch":
+            output[REWARD_SCALE] = nanstd(rewards).expand(len(inputs)).clone()
+        if self.behaviour_logprobs == "engine" and "sampling_per_token_logps" in output:
+            output["old_per_token_logps"] = output["sampling_per_token_logps"]
+        self._outer_step_times["generation"] += time.perf_counter() - start
+        return output
+
+    def _prepare_inputs(self, generation_batch):
+        # Mirrors TRL 1.16 `GRPOTrainer._prepare_inputs` (train branch) with two changes: the buffer is shuffled by
+        # whole groups instead of row by row, and a resume realigns the outer steps (see the comment below).
+        if not self.model.training:
+            return super()._prepare_inputs(generation_batch)
+
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if self._buffered_inputs is None and self.state.global_step > 0:
+            # Resumed from a checkpoint. The buffer and its µ were not saved, so the outer step is regenerated with the
+            # restored θ as µ (fresh samples of the same prompts), and the remaining inner steps train on it. Restoring
+            # TRL's micro-step counter keeps later outer steps where they were.
+            self._step = self.state.global_step * self.args.gradient_accumulation_steps
+            if self._step % generate_every:
+                logger.warning(
+                    f"Resumed inside an outer step (global step {self.state.global_step}): regenerating its inference "
+                    "batch with the restored policy as the behaviour policy µ."
+                )
+        if self._step % generate_every == 0 or self._buffered_inputs is None:
+            batch = self._generate_and_score_completions(generation_batch)
+            batch = split_pixel_values_by_grid(batch)
+            batch = shuffle_groups(batch, self.num_generations)
+            micro_batches = split_tensor_dict(batch, self.args.steps_per_generation)
+            self._buffered_inputs = [unsplit_pixel_values_by_grid(micro_batch) for micro_batch in micro_batches]
+        return self._buffered_inputs[self._step % self.args.steps_per_generation]
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # 2. Advantage, recomputed at every optimizer step with the current θ
+    # ---------------------------------------------------------------------------------------------------------------
+    def _compute_loss(self, model, inputs):
+        # Extends TRL 1.16: TRL's `_compute_loss` runs one forward pass of the micro-batch, then reads
+        # inputs["advantages"]. RAPID's advantage depends on that pass's log-probs, so when the micro-batch holds whole
+        # groups we hand it to `_get_per_token_logps_and_entropies`, which fills the advantages in between.
+        if self.model.training:
+            if self._step % self.args.gradient_accumulation_steps == 0:
+                inner_step = (self._step % (self.args.steps_per_generation * self.num_iterations)) // (
+                    self.args.gradient_accumulation_steps
+                )
+                self._metrics["train"]["rapid/inner_step"].append(float(inner_step))
+            if self._whole_groups_per_micro_batch:
+                self._loss_inputs_awaiting_advantages = inputs
+            elif self._step % self.args.gradient_accumulation_steps == 0:
+                self._set_optimizer_step_advantages()
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._loss_inputs_awaiting_advantages = None
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        # Extends TRL 1.16: after the loss's forward pass, set the waiting micro-batch's advantages from its log-probs.
+        logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+        )
+        if self._loss_inputs_awaiting_advantages is not None:
+            inputs, self._loss_inputs_awaiting_advantages = self._loss_inputs_awaiting_advantages, None
+            self._set_advantages([inputs], [logps.detach()])
+        return logps, entropies, aux_loss
+
+    @torch.no_grad()
+    def _set_optimizer_step_advantages(self):
+        """Groups span micro-batches: one no-grad forward over the optimizer step's micro-batches gives every member's
+        log-prob under θ, which stays fixed across gradient accumulation, so the advantages are exact."""
+        first = self._step % self.args.steps_per_generation
+        micro_batches = self._buffered_inputs[first : first + self.args.gradient_accumulation_steps]
+        logps = []
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            for micro_batch in micro_batches:
+                completion_ids = micro_batch["completion_ids"]
+                input_ids = torch.cat([micro_batch["prompt_ids"], completion_ids], dim=1)
+                attention_mask = torch.cat([micro_batch["prompt_mask"], micro_batch["completion_mask"]], dim=1)
+                step_logps, _, _ = super()._get_per_token_logps_and_entropies(
+                    self.model, input_ids, attention_mask, completion_ids.size(1)
+                )
+                logps.append(step_logps)
+        self._set_advantages(micro_batches, logps)
+
+    def _set_advantages(self, micro_batches: list[dict], logps: list[torch.Tensor]):
+        """Write RAPID's advantage into each micro-batch (in place) and log the weight diagnostics."""
+
+        def cat(key):
+            return torch.cat([micro_batch[key] for micro_batch in micro_batches])
+
+        # With H = 1 TRL stores no µ, since θ = µ: the current log-probs are the behaviour log-probs.
+        behaviour = torch.cat(
+            [micro_batch.get("old_per_token_logps", lp) for micro_batch, lp in zip(micro_batches, logps, strict=True)]
+        )
+        masks = [mb["completion_mask"] * mb["tool_mask"] if "tool_mask" in mb else mb["completion_mask"] for mb in micro_batches]
+        log_weights = sequence_log_weights(torch.cat(logps), behaviour, torch.cat(masks))
+        group_ids = cat(GROUP_IDS)
+        reward_scale = cat(REWARD_SCALE) if REWARD_SCALE in micro_batches[0] else None
+        advantages = rapid_advantages(cat(REWARDS), truncated_weights(log_weights, self.eta), group_ids, reward_scale)
+        for micro_batch, chunk in zip(micro_batches, advantages.split([len(mb[REWARDS]) for mb in micro_batches])):
+            micro_batch["advantages"] = chunk
+        self._log_weight_diagnostics(log_weights, group_ids)
+
+    def _log_weight_diagnostics(self, log_weights, group_ids):
+        stats = weight_diagnostics(log_weights, self.eta, group_ids)
+        names = list(stats)
+        gathered = self.accelerator.gather(torch.stack([stats[n] for n in names]).float().unsqueeze(0))
+        for name, column in zip(names, gathered.view(-1, len(names)).T):
+            value = column.max() if name == "weight_max" else column.mean()
+            self._metrics["train"][f"rapid/{name}"].append(value.item())
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # 3. Update: TRL's surrogate loss runs unchanged; only wall time is added here
+    # ---------------------------------------------------------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch):
+        # Extends TRL 1.16 (which counts micro-steps in `self._step`): log generation vs training time per outer step.
+        start = time.perf_counter()
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        times = self._outer_step_times
+        times["total"] += time.perf_counter() - start
+        if self._step % (self.args.steps_per_generation * self.num_iterations) == 0:
+            self._metrics["train"]["rapid/generation_time"].append(times["generation"])
+            self._metrics["train"]["rapid/train_time"].append(times["total"] - times["generation"])
+            self._outer_step_times = {"generation": 0.0, "total": 0.0}
+        return loss
