@@ -1,0 +1,156 @@
+"""MBPP+-style code reward: run the completion's Python against the task's unit tests in a sandboxed subprocess.
+
+Dataset columns (as in the Hub dataset `evalplus/mbppplus`, which `trl_rapid.data.load_mbppplus` keeps):
+
+* `test_imports` (list[str]): import lines the tests need, e.g. `["import math"]`; prepended to the tests.
+* `test_list` (list[str]): the original MBPP asserts ("base" tests), e.g. `"assert similar_elements((3, 4), (4, 5)) ==
+  (4,)"`.
+* `test` (str): the MBPP+ "plus" test script: imports numpy, defines an `assertion(out, exp, atol)` helper, and loops
+  over hundreds of generated `inputs`/`results`, calling the function by name.
+* `tests` (str or list[str]): a generic alternative for other datasets: a test script, or a list of asserts.
+
+Which tests run is chosen with `make_code_reward(test_mode=...)`: "all" (default, base + plus, the official MBPP+ pass
+criterion), "base" (`test_list` only) or "plus" (`test` only). `tests` is used whenever the MBPP+ columns are absent.
+
+Reward: 1.0 iff the program (solution, then tests) exits 0 and prints the harness's success marker after the last
+assert; 0.0 otherwise (wrong answer, exception, timeout, resource limit, `sys.exit` before the tests, no code);
+`None` when a row has no tests at all ("not applicable", which TRL turns into NaN and ignores).
+
+Execution never happens in the calling process: see `trl_rapid.rewards.sandbox` for the isolation and its limits.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+
+from .sandbox import ExecutionResult, Sandbox, SandboxConfig
+from .utils import completion_text
+
+_TEST_MODES = ("all", "base", "plus")
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_PY_LANGS = {"python", "py", "python3", "py3", ""}
+
+
+def extract_code(text: str) -> str:
+    """The Python source in a completion.
+
+    Prefers fenced blocks (```python / ```py / bare ```), taking the last one that defines something (`def`/`class`),
+    else the last Python block; an unterminated final fence (a truncated generation) counts as a block. Without fences,
+    MBPP's `[BEGIN] ... [DONE]` markers are honoured, and otherwise the whole text is taken as code.
+    """
+    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
+    python_blocks = [body for lang, body in blocks if lang in _PY_LANGS]
+    if python_blocks:
+        defining = [b for b in python_blocks if re.search(r"^\s*(def|class|async def)\s", b, re.MULTILINE)]
+        return (defining or python_blocks)[-1].strip("\n")
+    if blocks:  # only blocks in other languages: nothing to run
+        return ""
+    begin = text.find("[BEGIN]")
+    if begin != -1:
+        end = text.find("[DONE]", begin)
+        return text[begin + len("[BEGIN]") : end if end != -1 else None].strip("\n")
+    return text.strip("\n")
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def build_tests(
+    test_list: Sequence[str] | None = None,
+    test: str | None = None,
+    test_imports: Sequence[str] | None = None,
+    tests: str | Sequence[str] | None = None,
+    mode: str = "all",
+) -> str | None:
+    """Assemble the test program for one row; None if the row has no tests for `mode`."""
+    if mode not in _TEST_MODES:
+        raise ValueError(f"code reward test_mode={mode!r} is invalid: choose one of {_TEST_MODES}.")
+    parts: list[str] = []
+    if mode in ("all", "base"):
+        parts += _as_list(test_list)
+    if mode in ("all", "plus") and test:
+        parts.append(test)
+    if not parts:
+        parts = _as_list(tests)
+    if not any(p.strip() for p in parts):
+        return None
+    return "\n".join([*_as_list(test_imports), *parts]) + "\n"
+
+
+def _column(values, index: int):
+    return None if values is None else values[index]
+
+
+def make_code_reward(
+    config: SandboxConfig | None = None, test_mode: str = "all", sandbox: Sandbox | None = None
+) -> Callable[..., list[float | None]]:
+    """Build a TRL reward function that scores completions by running them against their tests.
+
+    The sandbox is created (and its isolation probed) here, so a broken setup fails at start-up. Completions of one
+    call run in parallel on `config.workers` threads, each driving its own subprocess.
+    """
+    if test_mode not in _TEST_MODES:
+        raise ValueError(f"make_code_reward(test_mode={test_mode!r}) is invalid: choose one of {_TEST_MODES}.")
+    sandbox = sandbox or Sandbox(config)
+
+    def code_reward(
+        completions,
+        test_list=None,
+        test=None,
+        test_imports=None,
+        tests=None,
+        log_extra=None,
+        **kwargs,
+    ) -> list[float | None]:
+        jobs: list[tuple[str, str]] = []
+        job_index: list[int | None] = []
+        for i, completion in enumerate(completions):
+            program_tests = build_tests(
+                _column(test_list, i), _column(test, i), _column(test_imports, i), _column(tests, i), mode=test_mode
+            )
+            solution = extract_code(completion_text(completion))
+            if program_tests is None:
+                job_index.append(None)
+            else:
+                job_index.append(len(jobs))
+                jobs.append((solution, program_tests))
+        results: list[ExecutionResult] = sandbox.run_many(jobs)
+        rewards: list[float | None] = []
+        statuses: list[str] = []
+        for idx in job_index:
+            if idx is None:
+                rewards.append(None)
+                statuses.append("no_tests")
+            else:
+                rewards.append(1.0 if results[idx].passed else 0.0)
+                statuses.append(results[idx].status)
+        if log_extra is not None:
+            log_extra("code_status", statuses)
+        return rewards
+
+    code_reward.sandbox = sandbox  # type: ignore[attr-defined]
+    return code_reward
+
+
+_DEFAULT: Callable | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def code_reward(completions, **kwargs) -> list[float | None]:
+    """TRL reward function with the default sandbox (`SandboxConfig()`) and all available tests (base + plus).
+
+    See the module docstring for the columns it reads. Build your own with `make_code_reward(SandboxConfig(...))`
+    to change time/memory limits, workers or which tests run.
+    """
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = make_code_reward()
+    return _DEFAULT(completions, **kwargs)
