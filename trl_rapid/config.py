@@ -87,6 +87,12 @@ class RapidConfig(GRPOConfig):
     def _resolve_steps_per_generation(self):
         ga = self.gradient_accumulation_steps
         h = self.optimizer_steps_per_generation
+        # TRL fills in whichever of the two it was not given; remember which one the user set, for error messages.
+        self._h_set_by = (
+            "generation_batch_size"
+            if self.generation_batch_size is not None and self.steps_per_generation is None
+            else "steps_per_generation"
+        )
         if h is not None and (not isinstance(h, int) or h < 1):
             raise ValueError(
                 f"optimizer_steps_per_generation (H) must be a whole number >= 1, got {h!r}. Use 1 for on-policy "
@@ -100,10 +106,9 @@ class RapidConfig(GRPOConfig):
             if implied is None:
                 implied = self.generation_batch_size / (self.per_device_train_batch_size * self.world_size)
             if implied != h * ga:
-                set_field = "steps_per_generation" if self.steps_per_generation is not None else "generation_batch_size"
                 raise ValueError(
-                    f"optimizer_steps_per_generation={h} and {set_field} both set H, and disagree "
-                    f"({set_field} implies H = {implied / ga:g}). Set only one of them."
+                    f"optimizer_steps_per_generation={h} and {self._h_set_by} both set H, and disagree "
+                    f"({self._h_set_by} implies H = {implied / ga:g}). Set only one of them."
                 )
 
     def _check_rapid_consistency(self):
@@ -114,7 +119,7 @@ class RapidConfig(GRPOConfig):
         if spg % ga != 0:
             hint = (
                 f"generation_batch_size to a multiple of {self.per_device_train_batch_size * self.world_size * ga}"
-                if self.optimizer_steps_per_generation is None and self.generation_batch_size is not None
+                if self._h_set_by == "generation_batch_size"
                 else f"steps_per_generation to a multiple of {ga}"
             )
             raise ValueError(

@@ -12,7 +12,7 @@ Dataset columns (as in the Hub dataset `evalplus/mbppplus`, which `trl_rapid.dat
 Which tests run is chosen with `make_code_reward(test_mode=...)`: "all" (default, base + plus, the official MBPP+ pass
 criterion), "base" (`test_list` only) or "plus" (`test` only). `tests` is used whenever the MBPP+ columns are absent.
 
-Reward: 1.0 iff the program (solution, then tests) exits 0 and prints the harness's success marker after the last
+Reward: 1.0 iff the program (solution, then tests) exits 0 and writes the harness's success marker after the last
 assert; 0.0 otherwise (wrong answer, exception, timeout, resource limit, `sys.exit` before the tests, no code);
 `None` when a row has no tests at all ("not applicable", which TRL turns into NaN and ignores).
 

@@ -18,6 +18,7 @@ is not scorable; TRL treats `None` as NaN and ignores it).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 from .utils import completion_text
@@ -26,7 +27,7 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` / `\\fbox{...}` (brace-balanced), or of `\\boxed x` up to the next `$`/space."""
+    """Content of the last `\\boxed{...}` / `\\fbox{...}` (brace-balanced), or of `\\boxed x` up to a `$`/space."""
     start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
     if start < 0:
         return None
@@ -48,11 +49,18 @@ def last_boxed(text: str) -> str | None:
     return rest.split()[0] if rest else None
 
 
+_LEADING_NUMBER = re.compile(r"^\$?\s*(-?\d[\d,]*(?:\.\d+)?)")
+
+
 def _after_hashes(text: str) -> str | None:
+    """GSM8K style: the rest of the line after the last `####`; just its leading number when it starts with one."""
     if "####" not in text:
         return None
-    answer = text.rsplit("####", 1)[1].strip().splitlines()
-    return answer[0].replace(",", "").strip() if answer else None
+    lines = text.rsplit("####", 1)[1].strip().splitlines()
+    if not lines:
+        return None
+    number = _LEADING_NUMBER.match(lines[0].strip())
+    return number.group(1).replace(",", "") if number else lines[0].strip()
 
 
 def reference_answer(solution: str) -> str:

@@ -27,38 +27,42 @@ Isolation levels (`SandboxConfig.isolation`):
 * new PID namespace: the program is PID 1 of its own namespace, `os.getppid()` is 0, it cannot see or signal any
   process outside, and when it exits or is killed the kernel kills everything it forked (no stray processes);
 * new network namespace with no interfaces: no network at all, loopback included;
-* new mount namespace in which the scratch directory is bind-mounted over /tmp and /var/tmp and a small tmpfs over
-  /dev/shm, so writes to the usual world-writable places land in the scratch directory and vanish afterwards;
+* new mount namespace in which the scratch directory is bind-mounted over /tmp and /var/tmp, a small tmpfs is mounted
+  over /dev/shm, and every other mount except /dev, /proc and /sys is remounted read-only: the program can write
+  only to its scratch directory (and the private /dev/shm), all of which vanish afterwards;
 * when the trainer runs as root, the program runs as an unprivileged uid (``sandbox_uid_base + worker slot``, one
-  uid per parallel worker) with no supplementary groups and `no_new_privs`. Only then are `RLIMIT_NPROC`
-  (the kernel ignores it for root) and file permissions effective: the program cannot modify anything owned by
-  root (the checkout, checkpoints, the trainer's files) nor signal root processes.
-* when the trainer is not root, an unprivileged user namespace is used instead (`--map-root-user`, all
-  capabilities dropped with `setpriv` before the interpreter starts).
+  uid per parallel worker) with no supplementary groups and `no_new_privs`. Only then is `RLIMIT_NPROC` effective
+  (the kernel ignores it for root), and the program cannot signal root processes or read root-only files;
+* when the trainer is not root, an unprivileged user namespace is used instead (`--map-root-user`, every capability
+  dropped with `setpriv` before the interpreter starts).
 
 ``"rlimits"`` (fallback when namespaces are unavailable, e.g. under a restrictive container seccomp profile) keeps
 the rlimits, timeout, session, scratch cwd, environment and marker, plus:
 
-* as root: the same per-slot unprivileged uid (via `subprocess`'s `user=`/`group=`), so NPROC and file permissions
-  hold and the trainer cannot be signalled;
+* as root: the same per-slot unprivileged uid (via `setpriv`, or `subprocess`'s `user=`/`group=`), so NPROC and file
+  permissions hold (root-owned files cannot be modified) and root processes cannot be signalled;
 * an intermediate supervisor process: the program's parent is a forked copy of the runner, not the trainer, so a
-  naive `os.kill(os.getppid(), SIGKILL)` hits the supervisor (the run scores 0) and the trainer survives.
+  naive `os.kill(os.getppid(), SIGKILL)` hits the supervisor (the run scores 0) and the trainer survives. The
+  supervisor is a child subreaper; with a dedicated uid it kills and reaps everything left when the program ends.
 
 What is NOT enforced (be explicit when deploying):
 
-* Non-root without namespaces: the program runs as the trainer's own user. It can write/delete any file that user
-  can (including outside the scratch dir, e.g. /tmp or the checkpoint directory), can find and signal the trainer
-  by walking /proc (`os.kill(-1, SIGKILL)` would kill every process of the user), and `RLIMIT_NPROC` counts all of
-  the user's processes (we set it to "current count + max_processes"). Use root+namespaces or a container.
-* Non-root with a user namespace: /tmp, /var/tmp and /dev/shm are private and the network is off, but the rest of
-  the filesystem is visible with the user's own permissions (files the user owns stay writable).
-* Root with namespaces: the program may still create files in world-writable directories other than /tmp,
-  /var/tmp and /dev/shm (e.g. /run/lock if present) and read world-readable files; memory mapped via tmpfs is bounded
-  only by the /dev/shm size option. Disk usage inside the scratch dir is bounded per file by `RLIMIT_FSIZE` but not
-  in total (no quota).
+* "rlimits" as non-root: the program runs as the trainer's own user. It can write/delete any file that user can
+  (including outside the scratch dir, e.g. /tmp or the checkpoint directory), can find and signal the trainer by
+  walking /proc (`os.kill(-1, SIGKILL)` kills every process of the user, the trainer included), and
+  `RLIMIT_NPROC` counts all of the user's processes (we set it to "current count + max_processes"). Use namespaces,
+  root, or a container.
+* "rlimits" as root: world-writable directories (/tmp, /var/tmp, /dev/shm, /run/lock) stay writable, and files
+  created there are not cleaned up; world-readable files are readable; the network is reachable.
+* "namespaces": world-readable files (and, without root, the user's own files) stay readable; /sys and /dev keep
+  their flags (writes there need privileges the program does not have); a mount whose flags a user namespace
+  cannot preserve stays as it was (remounting is best effort); /dev/shm memory is bounded by `shm_mb`, not by
+  `RLIMIT_AS`; disk use in the scratch directory is bounded per file by `RLIMIT_FSIZE`, not in total (no quota).
 * In every mode the success marker lives in the program's own memory: code that deliberately introspects the
-  interpreter (`gc.get_objects()`, frame walking) could find and print it. Tests can also be fooled by values that
+  interpreter (`gc.get_objects()`, frame walking) could find and print it, and tests can be fooled by values that
   override `__eq__`. These are reward-hacking risks of in-process unit tests, not sandbox escapes.
+* If the program overwrites its own environment block, the token sweep cannot find its `setsid` escapees; in
+  "namespaces" mode the PID namespace still kills them, in "rlimits" mode with a dedicated uid they are killed by uid.
 """
 
 from __future__ import annotations
@@ -87,8 +91,8 @@ logger = logging.getLogger(__name__)
 ENV_TOKEN_KEY = "TRL_RAPID_SANDBOX"
 _ISOLATIONS = ("auto", "namespaces", "rlimits")
 
-# Executed by the sandboxed interpreter (`python -I -B -c RUNNER payload_fd result_fd supervise dedicated`). It never sees a file
-# holding the tests: the payload arrives on a descriptor whose file was unlinked before the program started.
+# Executed by the sandboxed interpreter (`python -I -B -c RUNNER payload_fd result_fd supervise dedicated`). It never
+# sees a file holding the tests: the payload arrives on a descriptor whose file was unlinked before the program started.
 RUNNER = r"""
 import os, sys
 def _run():
@@ -158,7 +162,17 @@ s="$1"; u="$2"; shm_mb="$3"; mount_bin="$4"; setpriv_bin="$5"; shift 5
 [ -d /var/tmp ] && "$mount_bin" --bind "$s" /var/tmp
 [ -d /dev/shm ] && "$mount_bin" -t tmpfs -o "size=${shm_mb}m,mode=1777,nosuid,nodev" tmpfs /dev/shm
 "$mount_bin" --bind "$s" /tmp
+# Everything else read-only, in this mount namespace only (best effort: keep each mount's other flags, which a user
+# namespace may not drop; a mount that cannot be remounted stays as it was).
+while read -r _id _parent _dev _root mnt opts _rest; do
+  case "$mnt" in
+    /tmp|/var/tmp|/dev|/dev/*|/proc|/proc/*|/sys|/sys/*) ;;
+    *) opts="${opts#rw}"; opts="${opts#,}"
+       "$mount_bin" -o "remount,bind,ro${opts:+,$opts}" "$mnt" 2>/dev/null || true ;;
+  esac
+done < /proc/self/mountinfo
 cd /tmp
+unset OLDPWD PWD
 if [ -n "$u" ]; then
   exec "$setpriv_bin" --reuid="$u" --regid="$u" --clear-groups --no-new-privs --pdeathsig=KILL -- "$@"
 else
@@ -430,7 +444,8 @@ class Sandbox:
         result = self._execute("x = 1\n", "assert x == 1\n", slot=0, isolation=isolation, timeout_s=20.0)
         if result.passed:
             return None
-        return f"probe run ended with status={result.status} rc={result.returncode}: {result.stderr_tail.strip()[-300:]}"
+        detail = result.stderr_tail.strip()[-300:]
+        return f"probe run ended with status={result.status} rc={result.returncode}: {detail}"
 
     # -- running ------------------------------------------------------------------------------------------------------
     def run(self, solution: str, tests: str) -> ExecutionResult:
