@@ -80,8 +80,9 @@ class RapidTrainer(GRPOTrainer):
         "id": "2510.03515",
         # docstyle-ignore
         "citation": textwrap.dedent("""\
-            @article{rapid2025,
+            @article{huang2025rapid,
                 title        = {{RAPID: An Efficient Reinforcement Learning Algorithm for Small Language Models}},
+                author       = {Lianghuan Huang and Sagnik Anupam and Insup Lee and Shuo Li and Osbert Bastani},
                 year         = 2025,
                 eprint       = {arXiv:2510.03515},
             }"""),
