@@ -16,11 +16,20 @@ def tiny_model_dir(tmp_path_factory):
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
 
 
-@pytest.fixture
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def _free_port() -> int:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port_factory():
+    """Returns a function giving a TCP port on 127.0.0.1 that nothing listens on right now."""
+    return _free_port
+
+
+@pytest.fixture
+def free_port():
+    return _free_port()

@@ -1,8 +1,10 @@
+import json
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
 BEHAVIOUR_LOGPROB_SOURCES = ("auto", "engine", "trainer")
+VLLM_WEIGHT_SYNCS = ("auto", "nccl", "filesystem")
 DEFAULT_OPTIMIZER_STEPS_PER_GENERATION = 4
 
 
@@ -45,7 +47,27 @@ class RapidConfig(GRPOConfig):
         behaviour_logprobs (`str`, *optional*, defaults to `"auto"`):
             Where µ's per-token log-probs come from. `"engine"`: the inference engine's sampling log-probs (vLLM only);
             `"trainer"`: recomputed by the trainer with the policy right after generation, before any update; `"auto"`:
-            `"engine"` when vLLM generates, else `"trainer"`.
+            `"engine"` when vLLM generates, else `"trainer"`. With `"engine"`, TRL's separate vLLM importance-sampling
+            factor is neutralised: the PPO ratio π_θ/µ already covers the trainer–engine mismatch.
+
+    > vLLM options TRL does not expose (colocate mode builds the engine inside the trainer)
+
+        vllm_dtype (`str`, *optional*, defaults to `"auto"`):
+            dtype of the colocated engine. `"auto"`: vLLM's choice on GPU; `"float32"` on vLLM's CPU build, whose own
+            choice would serve a float32 checkpoint in bfloat16 and drift from the trainer's log-probs.
+        vllm_enforce_eager (`bool` or `None`, *optional*, defaults to `None`):
+            Run the colocated engine without compilation or CUDA graphs. `None`: `True` on CPU, vLLM's default on GPU.
+        vllm_engine_kwargs (`dict` or `str`, *optional*):
+            Further `vllm.LLM` keyword arguments for the colocated engine (a JSON string on the command line), e.g.
+            `{"max_num_batched_tokens": 16384, "kv_cache_memory_bytes": 4294967296}`. They win over TRL's values.
+        vllm_weight_sync (`str`, *optional*, defaults to `"auto"`):
+            Server mode only: how weights reach the server once per outer step. `"nccl"`: TRL's NCCL broadcast (GPUs,
+            `trl vllm-serve`); `"filesystem"`: a safetensors folder the server reloads (`python -m
+            trl_rapid.vllm_server`; no NCCL, works on CPU and across hosts that share storage); `"auto"`: NCCL when
+            CUDA is available, else filesystem.
+        vllm_weight_sync_dir (`str` or `None`, *optional*):
+            Folder for `vllm_weight_sync="filesystem"`, visible to the server at the same path. Default:
+            `<output_dir>/vllm-weights`.
     """
 
     eta: float = field(
@@ -70,6 +92,31 @@ class RapidConfig(GRPOConfig):
             "right after generation) or 'auto' (engine with vLLM, else trainer).",
             "choices": list(BEHAVIOUR_LOGPROB_SOURCES),
         },
+    )
+    vllm_dtype: str = field(
+        default="auto",
+        metadata={"help": "dtype of the colocated vLLM engine; 'auto' = vLLM's choice on GPU, float32 on CPU."},
+    )
+    vllm_enforce_eager: bool | None = field(
+        default=None,
+        metadata={"help": "Colocated engine without compilation/CUDA graphs. None: True on CPU, vLLM's default on GPU."},
+    )
+    vllm_engine_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Extra vllm.LLM keyword arguments for the colocated engine (JSON string on the CLI)."},
+    )
+    vllm_weight_sync: str = field(
+        default="auto",
+        metadata={
+            "help": "Server mode: 'nccl' (TRL), 'filesystem' (safetensors folder + reload, no NCCL) or 'auto' (NCCL "
+            "with CUDA, else filesystem).",
+            "choices": list(VLLM_WEIGHT_SYNCS),
+        },
+    )
+    vllm_weight_sync_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder for vllm_weight_sync='filesystem', shared with the server. Default: "
+                  "<output_dir>/vllm-weights."},
     )
     scale_rewards: str = field(
         default="none",
@@ -150,6 +197,24 @@ class RapidConfig(GRPOConfig):
             raise ValueError(
                 "behaviour_logprobs='engine' needs an engine that returns sampling log-probs, i.e. use_vllm=True. "
                 "With transformers generation set behaviour_logprobs='trainer' (or 'auto')."
+            )
+
+        if isinstance(self.vllm_engine_kwargs, str):
+            try:
+                self.vllm_engine_kwargs = json.loads(self.vllm_engine_kwargs)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"vllm_engine_kwargs must be a dict or a JSON object string, got {self.vllm_engine_kwargs!r} "
+                    f"({error}). Example: '{{\"max_num_batched_tokens\": 16384}}'."
+                ) from None
+        if self.vllm_engine_kwargs is not None and not isinstance(self.vllm_engine_kwargs, dict):
+            raise ValueError(f"vllm_engine_kwargs must be a dict, got {type(self.vllm_engine_kwargs).__name__}.")
+        if self.vllm_weight_sync not in VLLM_WEIGHT_SYNCS:
+            raise ValueError(f"vllm_weight_sync must be one of {VLLM_WEIGHT_SYNCS}, got {self.vllm_weight_sync!r}.")
+        if self.vllm_weight_sync != "auto" and not (self.use_vllm and self.vllm_mode == "server"):
+            raise ValueError(
+                f"vllm_weight_sync={self.vllm_weight_sync!r} only applies to use_vllm=True with vllm_mode='server' "
+                "(colocate mode syncs in memory). Leave it at 'auto'."
             )
 
     @property
