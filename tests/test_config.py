@@ -57,6 +57,9 @@ def test_h_agreeing_with_trl_field_is_accepted():
         ({"multi_objective_aggregation": "normalize_then_sum"}, "multi_objective_aggregation", "sum_then_normalize"),
         ({"behaviour_logprobs": "sampler"}, "behaviour_logprobs", "one of"),
         ({"behaviour_logprobs": "engine"}, "use_vllm", "behaviour_logprobs='trainer'"),
+        ({"vllm_engine_kwargs": "{max_num_seqs: 4"}, "vllm_engine_kwargs", "JSON object"),
+        ({"vllm_weight_sync": "rsync"}, "vllm_weight_sync", "one of"),
+        ({"vllm_weight_sync": "filesystem"}, "vllm_weight_sync", "vllm_mode='server'"),
     ],
 )
 def test_inconsistent_configs_are_rejected_with_the_field_and_the_fix(kwargs, field, fix):
@@ -64,6 +67,11 @@ def test_inconsistent_configs_are_rejected_with_the_field_and_the_fix(kwargs, fi
     with pytest.raises(ValueError) as error:
         make(**{**base, **kwargs})
     assert field in str(error.value) and fix in str(error.value)
+
+
+def test_engine_kwargs_accept_json_from_the_command_line():
+    args = make(per_device_train_batch_size=8, num_generations=4, vllm_engine_kwargs='{"max_num_seqs": 64}')
+    assert args.vllm_engine_kwargs == {"max_num_seqs": 64}
 
 
 def test_trl_checks_still_apply():
