@@ -17,7 +17,6 @@ from __future__ import annotations
 import textwrap
 import time
 import warnings
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -34,6 +33,7 @@ from trl.trainer.utils import (
 
 from .config import RapidConfig
 from .estimator import rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
+from .vllm_engine import server_weight_sync, vllm_setup
 
 logger = get_logger(__name__)
 
@@ -62,45 +62,6 @@ def shuffle_groups(batch: dict, group_size: int) -> dict:
 
 def _is_scalar(value) -> bool:
     return isinstance(value, torch.Tensor) and value.ndim == 0
-
-
-def _server_weight_sync(args: RapidConfig) -> str:
-    if args.vllm_weight_sync != "auto":
-        return args.vllm_weight_sync
-    return "nccl" if torch.cuda.is_available() else "filesystem"
-
-
-@contextmanager
-def _vllm_engine_setup(args: RapidConfig):
-    """Around `GRPOTrainer.__init__` (which builds TRL's vLLM engine or client): CPU workarounds, the engine options
-    TRL does not expose, and no NCCL handshake when the server syncs weights through the filesystem."""
-    if not args.use_vllm:
-        yield
-        return
-    from .vllm_cpu import apply_cpu_workarounds, cpu_engine_kwargs, needs_cpu_workarounds
-    from .vllm_engine import engine_kwargs_override
-
-    on_cpu = needs_cpu_workarounds()
-    with ExitStack() as stack:
-        if args.vllm_mode == "colocate":
-            options = {}
-            if on_cpu:
-                apply_cpu_workarounds()
-                options.update(cpu_engine_kwargs(dtype="float32" if args.vllm_dtype == "auto" else args.vllm_dtype))
-            elif args.vllm_dtype != "auto":
-                options["dtype"] = args.vllm_dtype
-            if args.vllm_enforce_eager is not None:
-                options["enforce_eager"] = args.vllm_enforce_eager
-            # TRL sizes max_num_seqs to a whole per-process generation batch; let one decode step hold all of it too.
-            sequences = args.per_device_train_batch_size * args.steps_per_generation * args.vllm_tensor_parallel_size
-            options["max_num_batched_tokens"] = max(4096, sequences)
-            options.update(args.vllm_engine_kwargs or {})
-            stack.enter_context(engine_kwargs_override(**options))
-        elif _server_weight_sync(args) == "filesystem":
-            from .vllm_server import without_nccl_weight_transfer
-
-            stack.enter_context(without_nccl_weight_transfer())
-        yield
 
 
 class RapidTrainer(GRPOTrainer):
@@ -138,16 +99,15 @@ class RapidTrainer(GRPOTrainer):
                 f"RapidTrainer needs a RapidConfig, got {type(args).__name__}. RapidConfig takes every GRPOConfig "
                 "argument: replace `GRPOConfig(...)` with `RapidConfig(...)`."
             )
-        with _vllm_engine_setup(args):
+        with vllm_setup(args):
             super().__init__(model, reward_funcs, args, *positional, **kwargs)
-        if self.use_vllm and self.vllm_mode == "server" and _server_weight_sync(args) == "filesystem":
+        if self.use_vllm and self.vllm_mode == "server" and server_weight_sync(args) == "filesystem":
             from .vllm_server import enable_filesystem_weight_sync
 
             folder = args.vllm_weight_sync_dir or str(Path(args.output_dir) / "vllm-weights")
             enable_filesystem_weight_sync(self.vllm_generation, folder)
 
         self.eta = args.eta
-        self.num_inner_steps = args.num_optimizer_steps_per_generation  # H
         self.behaviour_logprobs = args.behaviour_logprobs
         if self.behaviour_logprobs == "auto":
             self.behaviour_logprobs = "engine" if self.use_vllm else "trainer"
@@ -207,7 +167,10 @@ class RapidTrainer(GRPOTrainer):
             # µ is the sampler itself, so the PPO ratio π_θ/µ already covers the trainer–engine mismatch: TRL's extra
             # vLLM importance-sampling factor would count it twice. TRL still logs the gap (sampling/*) from its
             # recomputed log-probs.
-            output["old_per_token_logps"] = torch.nan_to_num(output["sampling_per_token_logps"], nan=0.0)
+            # A token vLLM could not score (NaN) takes the trainer's recomputed log-prob when there is one.
+            sampled = output["sampling_per_token_logps"]
+            recomputed = output.get("old_per_token_logps", torch.zeros_like(sampled))
+            output["old_per_token_logps"] = torch.where(torch.isnan(sampled), recomputed, sampled)
             if "importance_sampling_ratio" in output:
                 output["importance_sampling_ratio"] = torch.ones_like(output["importance_sampling_ratio"])
         self._outer_step_times["generation"] += time.perf_counter() - start

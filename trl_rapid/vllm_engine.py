@@ -24,10 +24,10 @@ unless an override names the same key. The engine is a plain `vllm.LLM` instance
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
-__all__ = ["engine_kwargs_override"]
+__all__ = ["engine_kwargs_override", "server_weight_sync", "vllm_setup"]
 
 _lock = threading.RLock()
 
@@ -65,3 +65,48 @@ def engine_kwargs_override(**overrides: Any):
             yield built
         finally:
             vllm_generation.LLM = original
+
+
+def server_weight_sync(args) -> str:
+    """The weight sync a server-mode trainer uses: the configured one, or NCCL with CUDA and the filesystem without."""
+    if args.vllm_weight_sync != "auto":
+        return args.vllm_weight_sync
+    return "nccl" if _cuda_available() else "filesystem"
+
+
+@contextmanager
+def vllm_setup(args):
+    """Around `GRPOTrainer.__init__` (which builds TRL's vLLM engine or client): CPU workarounds, the engine options
+    TRL does not expose, and no NCCL handshake when the server syncs weights through the filesystem."""
+    if not args.use_vllm:
+        yield
+        return
+    from .vllm_cpu import apply_cpu_workarounds, cpu_engine_kwargs, needs_cpu_workarounds
+
+    on_cpu = needs_cpu_workarounds()
+    with ExitStack() as stack:
+        if args.vllm_mode == "colocate":
+            options = {}
+            if on_cpu:
+                apply_cpu_workarounds()
+                options.update(cpu_engine_kwargs(dtype="float32" if args.vllm_dtype == "auto" else args.vllm_dtype))
+            elif args.vllm_dtype != "auto":
+                options["dtype"] = args.vllm_dtype
+            if args.vllm_enforce_eager is not None:
+                options["enforce_eager"] = args.vllm_enforce_eager
+            # TRL sizes max_num_seqs to a whole per-process generation batch; let one decode step hold all of it too.
+            sequences = args.per_device_train_batch_size * args.steps_per_generation * args.vllm_tensor_parallel_size
+            options["max_num_batched_tokens"] = max(4096, sequences)
+            options.update(args.vllm_engine_kwargs or {})
+            stack.enter_context(engine_kwargs_override(**options))
+        elif server_weight_sync(args) == "filesystem":
+            from .vllm_server import without_nccl_weight_transfer
+
+            stack.enter_context(without_nccl_weight_transfer())
+        yield
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
