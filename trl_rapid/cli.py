@@ -1,11 +1,23 @@
 """`trl-rapid` / `scripts/rapid.py`: the TRL-style training script for RAPID and its baselines.
 
     accelerate launch scripts/rapid.py --config configs/demo.yaml
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/rapid.py --config configs/math/rapid_h8.yaml
     trl-rapid --config configs/demo.yaml --max_steps 50        # same job; command-line flags override the YAML
 
 Arguments are TRL's (`TrlParser` over the script arguments below, `RapidConfig` and `ModelConfig`). With
 `trainer: grpo` the same script runs TRL's `GRPOTrainer` from a `GRPOConfig` (the GRPO, PG and DAPO baselines), so
 comparisons share one code path.
+
+Tasks (`--task`; dataset and reward; see `TASKS`):
+
+    repeat_digit  the embedded demo task, built locally (trl_rapid/tiny.py)
+    math          MATH train (trl_rapid.data.load_math), held out on MATH-500; math_reward
+    gsm8k         GSM8K train, held out on GSM8K test; math_reward
+    mbppplus      MBPP+ train split (264 of 378), held out on its 114-task test split; sandboxed code reward
+    minif2f       MiniF2F valid, held out on MiniF2F test; Lean 4 REPL reward (needs a configured Lean toolchain)
+
+Every reward is built before any dataset or model is loaded, so a missing Lean toolchain or a broken code sandbox
+stops the script at start-up, never in the middle of a run.
 """
 
 from __future__ import annotations
@@ -22,13 +34,39 @@ import yaml
 TRAINERS = ("rapid", "grpo")
 
 
+@dataclass(frozen=True)
+class Task:
+    """A benchmark of the paper: where its train and held-out prompts come from, and how completions are scored."""
+
+    loader: str  # key of trl_rapid.data.LOADERS for the train set
+    train_split: str
+    eval_loader: str  # key of trl_rapid.data.LOADERS for the held-out set
+    eval_split: str
+    reward: str  # "math", "code" or "lean"
+    eval_dataset: str | None = None  # default held-out dataset when it is not the train one
+
+
+TASKS = {
+    # The paper evaluates MATH on MATH-500 (a 500-problem subset of MATH's test split).
+    "math": Task("math", "train", "math500", "test", "math", eval_dataset="HuggingFaceH4/MATH-500"),
+    "gsm8k": Task("gsm8k", "train", "gsm8k", "test", "math"),
+    # Splits of trl_rapid.data.split_mbppplus: 264 train / 114 test tasks of the Hub's single 378-task split.
+    "mbppplus": Task("mbppplus", "train", "mbppplus", "test", "code"),
+    # The spec fixes the test set (244 problems); training uses the disjoint valid set (244) of the same file.
+    "minif2f": Task("minif2f", "valid", "minif2f", "test", "lean"),
+}
+DEMO_TASK = "repeat_digit"
+EVAL_ONLY = {"math500": "MATH-500 has only test problems: use task 'math', which trains on MATH and holds out MATH-500"}
+
+
 @dataclass
 class RapidScriptArguments:
     """Script arguments of `scripts/rapid.py` (the model comes from TRL's `ModelConfig`, training from the config)."""
 
     task: str = field(
-        default="repeat_digit",
-        metadata={"help": "Task (dataset + reward): 'repeat_digit' (the embedded demo task, built locally)."},
+        default=DEMO_TASK,
+        metadata={"help": f"Task (dataset + reward): '{DEMO_TASK}' (the embedded demo task, built locally), "
+                          + ", ".join(repr(t) for t in TASKS) + "."},
     )
     trainer: str = field(
         default="rapid",
@@ -39,11 +77,78 @@ class RapidScriptArguments:
         default=False,
         metadata={"help": "Build the embedded tiny model and tokenizer at model_name_or_path if nothing is there."},
     )
-    num_train_prompts: int = field(default=4000, metadata={"help": "Prompts in the generated demo train set."})
+
+    # Data
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Train set: a Hub dataset name or a local .jsonl/.json/.parquet file in the Hub schema "
+                          "(default: the task's Hub dataset, see trl_rapid/data.py)."},
+    )
+    dataset_train_split: str | None = field(
+        default=None,
+        metadata={"help": "Split to train on (default: the task's; 'train', or 'valid' for minif2f). For mbppplus "
+                          "'train'/'test' are the 264/114 split of the Hub's single split; for minif2f rows are "
+                          "filtered by their 'split' column."},
+    )
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Held-out set, Hub name or local file (default: MATH-500 for math, else dataset_name)."},
+    )
+    dataset_eval_split: str | None = field(
+        default=None,
+        metadata={"help": "Split of the held-out set (default: the task's, 'test')."},
+    )
+    num_train_prompts: int | None = field(
+        default=None,
+        metadata={"help": "Use only the first N prompts of the train split (default: all of them; the demo task "
+                          "generates 4000)."},
+    )
     num_eval_prompts: int = field(
         default=0,
-        metadata={"help": "Held-out prompts scored with greedy decoding before and after training (0: skip)."},
+        metadata={"help": "Held-out prompts scored with greedy decoding before and after training, and passed to the "
+                          "trainer as eval_dataset when eval_strategy is not 'no' (0: no held-out set; -1: the whole "
+                          "eval split; 100 prompts for the demo task)."},
     )
+    conversational: bool = field(
+        default=False,
+        metadata={"help": "Give prompts as chat messages ([{'role': 'user', ...}]) for the tokenizer's chat template "
+                          "instead of plain text (paper tasks only)."},
+    )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "System message prepended to conversational prompts."},
+    )
+
+    # Code reward (mbppplus)
+    code_test_mode: str = field(
+        default="all",
+        metadata={"help": "MBPP+ tests a completion must pass: 'all' (base + plus, the official criterion), 'base' "
+                          "or 'plus'.", "choices": ["all", "base", "plus"]},
+    )
+    code_timeout_s: float = field(default=10.0, metadata={"help": "Wall-clock seconds per sandboxed program."})
+    code_memory_mb: int = field(default=2048, metadata={"help": "Address-space limit of a sandboxed program (MiB)."})
+    code_workers: int | None = field(
+        default=None, metadata={"help": "Sandboxed programs run in parallel (default: min(8, CPU count))."}
+    )
+    code_isolation: str = field(
+        default="auto",
+        metadata={"help": "Sandbox isolation: 'auto', 'namespaces' or 'rlimits' (see trl_rapid/rewards/sandbox.py).",
+                  "choices": ["auto", "namespaces", "rlimits"]},
+    )
+
+    # Lean reward (minif2f)
+    lean_repl_command: str | None = field(
+        default=None,
+        metadata={"help": "Command starting the Lean 4 REPL, e.g. 'lake exe repl' (default: the TRL_RAPID_LEAN_REPL "
+                          "environment variable). Without one the minif2f task stops at start-up."},
+    )
+    lean_project_dir: str | None = field(
+        default=None,
+        metadata={"help": "Lake project (with Mathlib and the REPL built) the command runs in (default: "
+                          "TRL_RAPID_LEAN_PROJECT)."},
+    )
+    lean_timeout_s: float = field(default=120.0, metadata={"help": "Seconds to check one proof."})
+    lean_workers: int = field(default=1, metadata={"help": "Lean REPL processes checking proofs in parallel."})
 
 
 def _config_class(argv: list[str]):
@@ -73,33 +178,105 @@ def parse_args(argv: list[str] | None = None):
     return parser.parse_args_and_config(argv)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Task: reward first (fails fast), then the train and held-out sets
+# ---------------------------------------------------------------------------------------------------------------------
+
+
 def load_task(script_args):
-    """Return (train_dataset, eval_dataset or None, reward_funcs) for `script_args.task`."""
-    if script_args.task == "repeat_digit":
+    """Return (train_dataset, held-out dataset or None, reward_funcs) for `script_args.task`."""
+    if script_args.task == DEMO_TASK:
         from .tiny import make_repeat_digit_dataset, repeat_digit_reward
 
-        train = make_repeat_digit_dataset(script_args.num_train_prompts, seed=0)
-        held_out = make_repeat_digit_dataset(script_args.num_eval_prompts, seed=1) if script_args.num_eval_prompts else None
+        num_train = 4000 if script_args.num_train_prompts is None else script_args.num_train_prompts
+        num_eval = 100 if script_args.num_eval_prompts == -1 else script_args.num_eval_prompts
+        train = make_repeat_digit_dataset(num_train, seed=0)
+        held_out = make_repeat_digit_dataset(num_eval, seed=1) if num_eval else None
         return train, held_out, [repeat_digit_reward]
-    raise ValueError(f"Unknown task {script_args.task!r}. Available: 'repeat_digit'.")
+
+    if script_args.task not in TASKS:
+        hint = f" ({EVAL_ONLY[script_args.task]})" if script_args.task in EVAL_ONLY else ""
+        raise ValueError(
+            f"Unknown task {script_args.task!r}{hint}. Available tasks: {', '.join([DEMO_TASK, *TASKS])}."
+        )
+    task = TASKS[script_args.task]
+    reward = build_reward(task.reward, script_args)  # before any download: a misconfigured reward stops us here
+
+    from .data import HUB_NAMES, load_named
+
+    formatting = dict(conversational=script_args.conversational, system_prompt=script_args.system_prompt)
+    train_split = script_args.dataset_train_split or task.train_split
+    train = load_named(task.loader, script_args.dataset_name, split=train_split,
+                       limit=script_args.num_train_prompts, **formatting)
+    if task.loader == "minif2f" and "split" not in train.column_names and train_split != "test":
+        raise ValueError(
+            f"MiniF2F dataset {script_args.dataset_name or 'AI-MO/minif2f_test'!r} has no 'split' column: it holds "
+            f"only the test problems, so dataset_train_split={train_split!r} cannot be honoured. Point dataset_name "
+            "at a file in DeepSeek-Prover's minif2f.jsonl schema (valid + test), or set dataset_train_split=test to "
+            "train on the test problems on purpose."
+        )
+
+    held_out = None
+    if script_args.num_eval_prompts:
+        eval_name = script_args.eval_dataset_name or task.eval_dataset or script_args.dataset_name
+        eval_loader = HUB_NAMES.get(eval_name, task.eval_loader)  # a Hub name selects its own loader
+        limit = None if script_args.num_eval_prompts == -1 else script_args.num_eval_prompts
+        held_out = load_named(eval_loader, eval_name, split=script_args.dataset_eval_split or task.eval_split,
+                              limit=limit, **formatting)
+    return train, held_out, [reward]
 
 
-def greedy_mean_reward(model, tokenizer, dataset, reward_funcs, max_new_tokens: int) -> float:
-    """Mean reward of greedy completions on `dataset` (plain-text prompts): a cheap held-out accuracy check."""
+def build_reward(kind: str, script_args):
+    """The task's reward function, built (and its sandbox or Lean REPL checked) now, at start-up."""
+    if kind == "math":
+        from .rewards import math_reward
+
+        return math_reward
+    if kind == "code":
+        from .rewards import SandboxConfig, make_code_reward
+
+        limits = dict(timeout_s=script_args.code_timeout_s, memory_mb=script_args.code_memory_mb,
+                      isolation=script_args.code_isolation)
+        if script_args.code_workers is not None:
+            limits["workers"] = script_args.code_workers
+        return make_code_reward(SandboxConfig(**limits), test_mode=script_args.code_test_mode)
+    if kind == "lean":
+        from .rewards import LeanConfig, make_lean_reward
+
+        return make_lean_reward(LeanConfig(
+            repl_command=script_args.lean_repl_command, project_dir=script_args.lean_project_dir,
+            timeout_s=script_args.lean_timeout_s, workers=script_args.lean_workers,
+        ))
+    raise ValueError(f"Unknown reward kind {kind!r}.")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Held-out check and reward curve
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def greedy_mean_reward(model, tokenizer, dataset, reward_funcs, max_new_tokens: int, batch_size: int = 64) -> float:
+    """Mean reward of greedy completions on `dataset` (plain-text or chat prompts): a cheap held-out check."""
     import torch
 
     model.eval()
     prompts = list(dataset["prompt"])
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
-    with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    completions = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    chat = isinstance(prompts[0], list)  # tokenised as TRL does: chat template, or plain text with special tokens
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts] if chat \
+        else prompts
+    completions = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left",
+                          add_special_tokens=not chat).to(model.device)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        completions += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     columns = {k: list(dataset[k]) for k in dataset.column_names if k != "prompt"}
     totals = [0.0] * len(prompts)
     for func in reward_funcs:
         for i, r in enumerate(func(prompts=prompts, completions=completions, **columns)):
-            totals[i] += r
+            totals[i] += r or 0.0  # None (unscorable) counts as 0
     return sum(totals) / len(totals)
 
 
@@ -126,17 +303,26 @@ def plot_reward_curve(log_history: list[dict], path: Path) -> Path | None:
     return path
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The script
+# ---------------------------------------------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None):
     script_args, training_args, model_args = parse_args(argv)
 
     import torch.distributed as dist
     from accelerate import PartialState
     from transformers import AutoTokenizer
-    from trl import GRPOTrainer, get_peft_config
+    from trl import GRPOTrainer, get_peft_config, get_quantization_config
 
+    from .data import is_local
     from .trainer import RapidTrainer
 
     state = PartialState()
+    # Rewards first: a task whose reward cannot run (no Lean toolchain, no sandbox) stops before any model is loaded.
+    train_dataset, held_out, reward_funcs = load_task(script_args)
+
     model_path = Path(model_args.model_name_or_path)
     if script_args.build_tiny_model:
         from .tiny import build_tiny_model
@@ -145,17 +331,25 @@ def main(argv: list[str] | None = None):
             if state.is_main_process and not (model_path / "config.json").exists():
                 build_tiny_model(model_path, seed=training_args.seed)
 
-    train_dataset, held_out, reward_funcs = load_task(script_args)
+    # As TRL's grpo script: ModelConfig's loading options reach from_pretrained (explicit model_init_kwargs win).
+    training_args.model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        **(training_args.model_init_kwargs or {}),
+    }
     # transformers 5 may map a config to a tokenizer class that re-tokenises a custom vocabulary: load it explicitly.
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     trainer_cls = RapidTrainer if script_args.trainer == "rapid" else GRPOTrainer
     trainer = trainer_cls(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=train_dataset,
+        eval_dataset=held_out if training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
     )
 
     generations = 0
@@ -187,7 +381,8 @@ def main(argv: list[str] | None = None):
         plot = plot_reward_curve(trainer.state.log_history, out / "reward_curve.png")
         print(_format_summary(summary, plot))
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.task)
+        name = script_args.dataset_name
+        trainer.push_to_hub(dataset_name=name if name and not is_local(name) else script_args.task)
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()  # without it one rank can abort at exit
     return trainer
