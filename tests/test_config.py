@@ -48,6 +48,13 @@ def test_h_agreeing_with_trl_field_is_accepted():
     [
         ({"eta": 0.0}, "eta", "> 0"),
         ({"eta": -1.0}, "eta", "> 0"),
+        ({"eta": float("inf")}, "eta", "finite"),
+        ({"generation_batch_size": 32, "optimizer_steps_per_generation": 4}, "generation_batch_size", "Set only one"),
+        ({"use_vllm": True, "behaviour_logprobs": "engine", "top_p": 0.9}, "top_p=0.9", "behaviour_logprobs='trainer'"),
+        ({"use_vllm": True, "behaviour_logprobs": "engine", "repetition_penalty": 1.1}, "repetition_penalty",
+         "behaviour_logprobs='trainer'"),
+        ({"use_vllm": True, "behaviour_logprobs": "engine", "vllm_importance_sampling_correction": False},
+         "vllm_importance_sampling_correction", "True"),
         ({"optimizer_steps_per_generation": 0}, "optimizer_steps_per_generation", ">= 1"),
         ({"optimizer_steps_per_generation": 2, "steps_per_generation": 6}, "optimizer_steps_per_generation", "Set only one"),
         ({"steps_per_generation": 3}, "steps_per_generation", "multiple of 2"),
@@ -67,6 +74,19 @@ def test_inconsistent_configs_are_rejected_with_the_field_and_the_fix(kwargs, fi
     with pytest.raises(ValueError) as error:
         make(**{**base, **kwargs})
     assert field in str(error.value) and fix in str(error.value)
+
+
+def test_h_agreeing_with_generation_batch_size_is_accepted():
+    args = make(per_device_train_batch_size=4, gradient_accumulation_steps=2, num_generations=4,
+                generation_batch_size=32, optimizer_steps_per_generation=4)
+    assert args.steps_per_generation == 8
+
+
+def test_auto_behaviour_logprobs_uses_the_engine_only_when_it_samples_plain_temperature():
+    assert make(per_device_train_batch_size=8, num_generations=4).resolved_behaviour_logprobs == "trainer"
+    assert make(per_device_train_batch_size=8, num_generations=4, use_vllm=True).resolved_behaviour_logprobs == "engine"
+    filtered = make(per_device_train_batch_size=8, num_generations=4, use_vllm=True, top_k=20)
+    assert filtered.resolved_behaviour_logprobs == "trainer"
 
 
 def test_engine_kwargs_accept_json_from_the_command_line():

@@ -26,10 +26,16 @@ class RecordingTrainer(RapidTrainer):
     def _generate_and_score_completions(self, inputs):
         if self.model.training:
             self.generation_sizes.append(len(inputs))
-        return super()._generate_and_score_completions(inputs)
+        output = super()._generate_and_score_completions(inputs)
+        output["trl_advantages"] = output["advantages"].clone()  # TRL's own (on-policy) advantages, for comparison
+        return output
 
     def _compute_loss(self, model, inputs):
+        if self.model.training and self._whole_groups_per_micro_batch:
+            # Poison the stored advantages: the loss must use the ones RAPID writes from this very forward pass.
+            inputs["advantages"] = torch.full_like(inputs["advantages"], float("nan"))
         loss = super()._compute_loss(model, inputs)
+        assert torch.isfinite(loss), "the loss read advantages RAPID had not set"
         if self.model.training:
             prompts = [tuple(row[mask.bool()].tolist()) for row, mask in zip(inputs["prompt_ids"], inputs["prompt_mask"])]
             self.loss_batches.append((self.state.global_step, prompts, inputs[GROUP_IDS].tolist()))
@@ -59,6 +65,8 @@ def _reference_error(trainer, batch) -> float:
     expected = rewards - group_baseline(truncated_weights(log_w, trainer.eta), rewards, groups)
     if "rapid_reward_scale" in batch:
         expected = expected / (batch["rapid_reward_scale"] + 1e-4)
+    trainer.on_policy_gap = max(getattr(trainer, "on_policy_gap", 0.0),
+                                (batch["trl_advantages"] - batch["advantages"]).abs().max().item())
     trainer.max_log_weight = max(getattr(trainer, "max_log_weight", 0.0), log_w.abs().max().item())
     return (expected - batch["advantages"]).abs().max().item()
 
@@ -149,6 +157,24 @@ def test_advantages_match_an_independent_computation_at_every_step(tiny_model_di
     assert max(trainer.advantage_errors) < 1e-4
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [{"beta": 0.04}, {"num_iterations": 2}, {"loss_type": "vespo"}, {"loss_type": "luspo", "importance_sampling_level":
+     "sequence"}, {"scale_rewards": "batch"}, {"beta": 0.04, "per_device_train_batch_size": 2}],
+    ids=["beta", "num_iterations", "vespo", "luspo", "scale-batch", "beta-spanning"],
+)
+def test_advantages_stay_exact_with_other_trl_features(tiny_model_dir, tmp_path, overrides):
+    settings = {"gradient_accumulation_steps": 2, "learning_rate": 2e-2, "max_steps": 4, **overrides}
+    trainer = train(tiny_model_dir, tmp_path, **settings)
+    assert trainer.advantage_errors and max(trainer.advantage_errors) < 1e-4
+
+
+def test_h_equal_one_gives_trls_on_policy_advantages(tiny_model_dir, tmp_path):
+    trainer = train(tiny_model_dir, tmp_path, optimizer_steps_per_generation=1, max_steps=4)
+    assert len(trainer.generation_sizes) == 4
+    assert trainer.on_policy_gap < 1e-6  # θ = µ: RAPID's baseline is TRL's plain group mean (scale_rewards="none")
+
+
 def test_weights_are_one_after_generation_and_move_afterwards(tiny_model_dir, tmp_path):
     trainer = train(tiny_model_dir, tmp_path, learning_rate=2e-2)
     logs = logs_with(trainer, "rapid/weight_mean")
@@ -168,7 +194,7 @@ def test_parameters_change(tiny_model_dir, tmp_path):
     assert len(changed) > len(before) // 2, changed
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "cispo", "sapo"])
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "cispo", "sapo", "dapo"])
 def test_trl_loss_types_train(tiny_model_dir, tmp_path, loss_type):
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).model.embed_tokens.weight.clone()
     trainer = train(tiny_model_dir, tmp_path, loss_type=loss_type, max_steps=3)

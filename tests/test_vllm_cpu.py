@@ -157,7 +157,12 @@ def _colocate_child(out_file: str) -> None:
     trainer.train()
 
     history = trainer.state.log_history
+    buffer = trainer._buffered_inputs[-1]  # last micro-batch of the last outer step
+    sampled, mu = buffer["sampling_per_token_logps"], buffer["old_per_token_logps"]
+    scored = ~torch.isnan(sampled) & buffer["completion_mask"].bool()
     result = {
+        "mu_is_engine_logprobs": bool(torch.equal(mu[scored], sampled[scored])),
+        "is_ratio_neutral": bool((buffer["importance_sampling_ratio"] == 1).all()),
         "cpu_workarounds": cpu_workarounds_applied(),
         "behaviour_logprobs": trainer.behaviour_logprobs,
         "llm_restored": vllm_generation.LLM is LLM,
@@ -198,6 +203,7 @@ def test_colocate_rapid_one_engine_call_per_outer_step_and_weights_sync(tmp_path
 
     assert result["cpu_workarounds"] and result["llm_restored"]
     assert result["behaviour_logprobs"] == "engine"  # auto → vLLM's sampling log-probs are µ
+    assert result["mu_is_engine_logprobs"] and result["is_ratio_neutral"]  # no second correction by TRL
     assert result["engine_dtype"] == "torch.float32" and result["engine_param_dtypes"] == ["torch.float32"]
     assert result["enforce_eager"]
     assert result["global_step"] == COLOCATE_STEPS

@@ -1,4 +1,5 @@
 import json
+import math
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
@@ -45,9 +46,10 @@ class RapidConfig(GRPOConfig):
             H, the number of optimizer steps taken on each inference batch. Sets `steps_per_generation = H ×
             gradient_accumulation_steps`.
         behaviour_logprobs (`str`, *optional*, defaults to `"auto"`):
-            Where µ's per-token log-probs come from. `"engine"`: the inference engine's sampling log-probs (vLLM only);
-            `"trainer"`: recomputed by the trainer with the policy right after generation, before any update; `"auto"`:
-            `"engine"` when vLLM generates, else `"trainer"`. With `"engine"`, TRL's separate vLLM importance-sampling
+            Where µ's per-token log-probs come from. `"engine"`: the inference engine's sampling log-probs (vLLM, plain
+            temperature sampling only); `"trainer"`: recomputed by the trainer with the policy right after generation,
+            before any update; `"auto"`: `"engine"` when vLLM generates with plain temperature sampling, else
+            `"trainer"`. With `"engine"`, TRL's separate vLLM importance-sampling
             factor is neutralised: the PPO ratio π_θ/µ already covers the trainer–engine mismatch.
 
     > vLLM options TRL does not expose (colocate mode builds the engine inside the trainer)
@@ -132,37 +134,33 @@ class RapidConfig(GRPOConfig):
         self._check_rapid_consistency()
 
     def _resolve_steps_per_generation(self):
-        ga = self.gradient_accumulation_steps
         h = self.optimizer_steps_per_generation
+        if h is not None and (not isinstance(h, int) or h < 1):
+            raise ValueError(
+                f"optimizer_steps_per_generation (H) must be a whole number >= 1, got {h!r}. Use 1 for on-policy "
+                "training, or the paper's 2, 4, 8 or 16."
+            )
         # TRL fills in whichever of the two it was not given; remember which one the user set, for error messages.
         self._h_set_by = (
             "generation_batch_size"
             if self.generation_batch_size is not None and self.steps_per_generation is None
             else "steps_per_generation"
         )
-        if h is not None and (not isinstance(h, int) or h < 1):
-            raise ValueError(
-                f"optimizer_steps_per_generation (H) must be a whole number >= 1, got {h!r}. Use 1 for on-policy "
-                "training, or the paper's 2, 4, 8 or 16."
-            )
         if self.steps_per_generation is None and self.generation_batch_size is None:
-            self.steps_per_generation = (h or DEFAULT_OPTIMIZER_STEPS_PER_GENERATION) * ga
-        elif h is not None:
-            # Accept a config that already carries the matching TRL field (e.g. one saved and loaded again).
-            implied = self.steps_per_generation
-            if implied is None:
-                implied = self.generation_batch_size / (self.per_device_train_batch_size * self.world_size)
-            if implied != h * ga:
-                raise ValueError(
-                    f"optimizer_steps_per_generation={h} and {self._h_set_by} both set H, and disagree "
-                    f"({self._h_set_by} implies H = {implied / ga:g}). Set only one of them."
-                )
+            self._h_set_by = None
+            self.steps_per_generation = (h or DEFAULT_OPTIMIZER_STEPS_PER_GENERATION) * self.gradient_accumulation_steps
 
     def _check_rapid_consistency(self):
-        if not self.eta > 0:
-            raise ValueError(f"eta (η) must be > 0, got {self.eta}. The paper uses eta=2.0.")
+        if not (math.isfinite(self.eta) and self.eta > 0):
+            raise ValueError(f"eta (η) must be a finite number > 0, got {self.eta}. The paper uses eta=2.0.")
 
         ga, spg = self.gradient_accumulation_steps, self.steps_per_generation
+        h = self.optimizer_steps_per_generation
+        if h is not None and self._h_set_by is not None and spg != h * ga:
+            raise ValueError(
+                f"optimizer_steps_per_generation={h} and {self._h_set_by} both set H, and disagree "
+                f"({self._h_set_by} gives H = {spg / ga:g}). Set only one of them."
+            )
         if spg % ga != 0:
             hint = (
                 f"generation_batch_size to a multiple of {self.per_device_train_batch_size * self.world_size * ga}"
@@ -193,11 +191,25 @@ class RapidConfig(GRPOConfig):
             raise ValueError(
                 f"behaviour_logprobs must be one of {BEHAVIOUR_LOGPROB_SOURCES}, got {self.behaviour_logprobs!r}."
             )
-        if self.behaviour_logprobs == "engine" and not self.use_vllm:
-            raise ValueError(
-                "behaviour_logprobs='engine' needs an engine that returns sampling log-probs, i.e. use_vllm=True. "
-                "With transformers generation set behaviour_logprobs='trainer' (or 'auto')."
-            )
+        if self.behaviour_logprobs == "engine":
+            if not self.use_vllm:
+                raise ValueError(
+                    "behaviour_logprobs='engine' needs an engine that returns sampling log-probs, i.e. use_vllm=True. "
+                    "With transformers generation set behaviour_logprobs='trainer' (or 'auto')."
+                )
+            if self.sampling_filters:
+                raise ValueError(
+                    f"behaviour_logprobs='engine' needs plain temperature sampling, but {', '.join(self.sampling_filters)} "
+                    "filter the engine's distribution: its log-probs would no longer be comparable with the trainer's, "
+                    "which only apply the temperature. Set behaviour_logprobs='trainer' (or 'auto'), or drop those "
+                    "settings."
+                )
+            if not self.vllm_importance_sampling_correction:
+                raise ValueError(
+                    "behaviour_logprobs='engine' needs vllm_importance_sampling_correction=True: RapidTrainer keeps "
+                    "TRL's recomputed log-probs for the engine/trainer gap metric and for tokens vLLM cannot score, and "
+                    "neutralises TRL's correction factor itself. Set it to True, or behaviour_logprobs='trainer'."
+                )
 
         if isinstance(self.vllm_engine_kwargs, str):
             try:
@@ -216,6 +228,30 @@ class RapidConfig(GRPOConfig):
                 f"vllm_weight_sync={self.vllm_weight_sync!r} only applies to use_vllm=True with vllm_mode='server' "
                 "(colocate mode syncs in memory). Leave it at 'auto'."
             )
+
+    @property
+    def sampling_filters(self) -> list[str]:
+        """Sampling settings that make the engine's distribution differ from temperature-scaled π (TRL's log-probs)."""
+        filters = []
+        if self.top_p < 1.0:
+            filters.append(f"top_p={self.top_p}")
+        if self.top_k and self.top_k > 0:
+            filters.append(f"top_k={self.top_k}")
+        if self.min_p:
+            filters.append(f"min_p={self.min_p}")
+        if self.repetition_penalty != 1.0:
+            filters.append(f"repetition_penalty={self.repetition_penalty}")
+        if self.generation_kwargs:
+            filters.append(f"generation_kwargs={self.generation_kwargs}")
+        return filters
+
+    @property
+    def resolved_behaviour_logprobs(self) -> str:
+        """'engine' or 'trainer': where µ comes from. 'auto' takes the engine's log-probs only when they equal µ."""
+        if self.behaviour_logprobs != "auto":
+            return self.behaviour_logprobs
+        usable = self.use_vllm and not self.sampling_filters and self.vllm_importance_sampling_correction
+        return "engine" if usable else "trainer"
 
     @property
     def num_optimizer_steps_per_generation(self) -> int:

@@ -39,6 +39,12 @@ logger = get_logger(__name__)
 
 # Keys RapidTrainer adds to each buffered row; TRL ignores them.
 REWARDS, GROUP_IDS, REWARD_SCALE = "rapid_rewards", "rapid_group_ids", "rapid_reward_scale"
+# Extra (multimodal) model inputs TRL 1.16's `_compute_loss` passes to its forward pass; the spanning-groups forward
+# passes the same.
+MODEL_INPUT_KEYS = (
+    "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
+    "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
+)
 
 
 def shuffle_groups(batch: dict, group_size: int) -> dict:
@@ -108,9 +114,15 @@ class RapidTrainer(GRPOTrainer):
             enable_filesystem_weight_sync(self.vllm_generation, folder)
 
         self.eta = args.eta
-        self.behaviour_logprobs = args.behaviour_logprobs
-        if self.behaviour_logprobs == "auto":
-            self.behaviour_logprobs = "engine" if self.use_vllm else "trainer"
+        self.behaviour_logprobs = args.resolved_behaviour_logprobs
+        dropout = {k: v for k, v in self.model.config.to_dict().items() if "dropout" in k and isinstance(v, float) and v > 0}
+        if dropout:
+            warnings.warn(
+                f"The model has dropout ({dropout}): log-probs of the same completion differ between forward passes, so "
+                "RAPID's importance weights are not exactly 1 on the first step after generation. Set these to 0 in "
+                "the model config (the paper's models have none).",
+                stacklevel=2,
+            )
         # The loss's own forward pass gives every group member's log-prob only when micro-batches hold whole groups.
         self._whole_groups_per_micro_batch = args.per_device_train_batch_size % args.num_generations == 0
         if not self._whole_groups_per_micro_batch:
@@ -167,10 +179,9 @@ class RapidTrainer(GRPOTrainer):
             # µ is the sampler itself, so the PPO ratio π_θ/µ already covers the trainer–engine mismatch: TRL's extra
             # vLLM importance-sampling factor would count it twice. TRL still logs the gap (sampling/*) from its
             # recomputed log-probs.
-            # A token vLLM could not score (NaN) takes the trainer's recomputed log-prob when there is one.
+            # A token vLLM could not score (NaN) takes the trainer's recomputed log-prob (the config ensures TRL made it).
             sampled = output["sampling_per_token_logps"]
-            recomputed = output.get("old_per_token_logps", torch.zeros_like(sampled))
-            output["old_per_token_logps"] = torch.where(torch.isnan(sampled), recomputed, sampled)
+            output["old_per_token_logps"] = torch.where(torch.isnan(sampled), output["old_per_token_logps"], sampled)
             if "importance_sampling_ratio" in output:
                 output["importance_sampling_ratio"] = torch.ones_like(output["importance_sampling_ratio"])
         self._outer_step_times["generation"] += time.perf_counter() - start
@@ -246,7 +257,8 @@ class RapidTrainer(GRPOTrainer):
                 input_ids = torch.cat([micro_batch["prompt_ids"], completion_ids], dim=1)
                 attention_mask = torch.cat([micro_batch["prompt_mask"], micro_batch["completion_mask"]], dim=1)
                 step_logps, _, _ = super()._get_per_token_logps_and_entropies(
-                    self.model, input_ids, attention_mask, completion_ids.size(1)
+                    self.model, input_ids, attention_mask, completion_ids.size(1),
+                    **{key: micro_batch.get(key) for key in MODEL_INPUT_KEYS},
                 )
                 logps.append(step_logps)
         self._set_advantages(micro_batches, logps)
