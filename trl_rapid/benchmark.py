@@ -297,29 +297,6 @@ def load_task(task_cfg: dict):
     raise ValueError(f"Unknown task {task_cfg['name']!r}. Available: 'repeat_digit'.")
 
 
-def greedy_eval_reward(model, tokenizer, dataset, reward_funcs, max_new_tokens: int) -> float:
-    """Mean reward of greedy completions of `dataset`'s prompts; restores the model's train/eval mode."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    prompts = list(dataset["prompt"])
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
-    try:
-        with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    finally:
-        model.train(was_training)
-    completions = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    columns = {k: list(dataset[k]) for k in dataset.column_names if k != "prompt"}
-    totals = [0.0] * len(prompts)
-    for func in reward_funcs:
-        for i, r in enumerate(func(prompts=prompts, completions=completions, **columns)):
-            totals[i] += r if r is not None else 0.0
-    return sum(totals) / len(totals)
-
-
 # =====================================================================================================================
 # Worker side: one training run, or one ideal measurement, in its own process
 # =====================================================================================================================
@@ -488,6 +465,7 @@ def run_method(cfg: dict, model_info: dict, method: dict, seed: int, workdir: st
     import torch
     from trl import GRPOTrainer
 
+    from .cli import greedy_mean_reward
     from .trainer import RapidTrainer
 
     start_rss, _ = _rss_mib()
@@ -506,7 +484,7 @@ def run_method(cfg: dict, model_info: dict, method: dict, seed: int, workdir: st
     def evaluate(step: int):
         start = _now()
         model = trainer.accelerator.unwrap_model(trainer.model)
-        reward = greedy_eval_reward(model, tokenizer, held_out, reward_funcs, plan["eval_max_new_tokens"])
+        reward = greedy_mean_reward(model, tokenizer, held_out, reward_funcs, plan["eval_max_new_tokens"])
         end = _now()
         wall = 0.0 if eval_state["t0"] is None else start - eval_state["t0"] - eval_state["time"]
         eval_state["time"] += end - start

@@ -256,22 +256,28 @@ def build_reward(kind: str, script_args):
 
 
 def greedy_mean_reward(model, tokenizer, dataset, reward_funcs, max_new_tokens: int, batch_size: int = 64) -> float:
-    """Mean reward of greedy completions on `dataset` (plain-text or chat prompts): a cheap held-out check."""
+    """Mean reward of greedy completions on `dataset` (plain-text or chat prompts): a cheap held-out check.
+
+    Leaves the model in the train/eval mode it was in."""
     import torch
 
+    was_training = model.training
     model.eval()
     prompts = list(dataset["prompt"])
     chat = isinstance(prompts[0], list)  # tokenised as TRL does: chat template, or plain text with special tokens
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts] if chat \
         else prompts
     completions = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left",
-                          add_special_tokens=not chat).to(model.device)
-        with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        completions += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                              padding_side="left", add_special_tokens=not chat).to(model.device)
+            with torch.no_grad():
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+            completions += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        model.train(was_training)
     columns = {k: list(dataset[k]) for k in dataset.column_names if k != "prompt"}
     totals = [0.0] * len(prompts)
     for func in reward_funcs:
