@@ -8,6 +8,8 @@ import json
 import os
 import resource
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -288,6 +290,23 @@ def test_hostile_writes_outside_scratch(reward, tmp_path):
     finally:
         escape.unlink(missing_ok=True)
     _assert_caller_healthy(reward)
+
+
+def test_namespaces_keep_a_virtualenv_under_tmp_visible_and_read_only(tmp_path):
+    # The namespace sandbox covers /tmp with its scratch directory; an interpreter living in a virtualenv under /tmp
+    # (e.g. a CI checkout there) must still start, and its tree must not be writable.
+    if "namespaces" not in MODES:
+        pytest.skip("namespaces unavailable here")
+    if not str(tmp_path).startswith("/tmp/"):
+        pytest.skip("pytest's tmp_path is not under /tmp here")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    sandbox = Sandbox(SandboxConfig(python=str(venv / "bin" / "python"), isolation="namespaces", workers=1))
+    assert sandbox.isolation == "namespaces"
+    assert sandbox.run("import sys\nprefix = sys.prefix", f"assert prefix == {str(venv)!r}").passed
+    attempt = sandbox.run(f"open({str(venv / 'planted')!r}, 'w').write('x')", "pass")
+    assert not attempt.passed and "Read-only file system" in attempt.stderr_tail
+    assert not (venv / "planted").exists()
 
 
 def test_namespaces_filesystem_is_read_only_outside_scratch():

@@ -154,14 +154,31 @@ def _run():
 _run()
 """
 
+def _tree_under_tmp(python: str) -> str:
+    """The interpreter's environment root (e.g. a virtualenv: `<root>/bin/python`) if it lies below /tmp or /var/tmp,
+    which the namespace sandbox covers with the scratch directory; else ""."""
+    root = Path(os.path.abspath(python)).parent.parent  # not resolved: a venv's python is a link to the base one
+    for tmp in (Path("/tmp"), Path("/var/tmp")):
+        if tmp in root.parents:
+            return str(root)
+    return ""
+
+
 # Run by /bin/sh as PID 1 of the new namespaces (still privileged there), then replaced by the interpreter.
-# "$1" scratch dir, "$2" uid to drop to ("" = keep the user-namespace root but drop every capability).
+# "$1" scratch dir, "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
+# interpreter's own tree when it lives under /tmp or /var/tmp ("" otherwise).
 _NS_SCRIPT = r"""
 set -e
-s="$1"; u="$2"; shm_mb="$3"; mount_bin="$4"; setpriv_bin="$5"; shift 5
-[ -d /var/tmp ] && "$mount_bin" --bind "$s" /var/tmp
+s="$1"; u="$2"; shm_mb="$3"; mount_bin="$4"; setpriv_bin="$5"; keep="$6"; shift 6
+# A virtualenv under /tmp would vanish below the scratch directory: bind it into the scratch directory at the same
+# relative path first (--rbind below carries it along; the loop below makes it read-only like everything else).
+if [ -n "$keep" ]; then
+  case "$keep" in /var/tmp/*) rel="${keep#/var/tmp/}" ;; *) rel="${keep#/tmp/}" ;; esac
+  mkdir -p "$s/$rel" && "$mount_bin" --bind "$keep" "$s/$rel"
+fi
+[ -d /var/tmp ] && "$mount_bin" --rbind "$s" /var/tmp
 [ -d /dev/shm ] && "$mount_bin" -t tmpfs -o "size=${shm_mb}m,mode=1777,nosuid,nodev" tmpfs /dev/shm
-"$mount_bin" --bind "$s" /tmp
+"$mount_bin" --rbind "$s" /tmp
 # Everything else read-only, in this mount namespace only (best effort: keep each mount's other flags, which a user
 # namespace may not drop; a mount that cannot be remounted stays as it was).
 while read -r _id _parent _dev _root mnt opts _rest; do
@@ -524,7 +541,7 @@ class Sandbox:
                 ns = ["--user", "--map-root-user", *ns]
             uid_arg = str(sandbox_uid) if sandbox_uid is not None else ""
             argv = [self._unshare, *ns, "--", self._sh, "-c", _NS_SCRIPT, "sh", str(scratch), uid_arg,
-                    str(cfg.shm_mb), self._mount, self._setpriv, *program]
+                    str(cfg.shm_mb), self._mount, self._setpriv, _tree_under_tmp(cfg.python), *program]
         elif sandbox_uid is not None and self._setpriv is not None:
             # setpriv resolves the interpreter path before the kernel drops its capabilities at exec, so an
             # interpreter under a root-only directory (e.g. pyenv in /root) still starts; the program has none.
