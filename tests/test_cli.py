@@ -172,3 +172,21 @@ def test_demo_recipe_under_accelerate_launch_with_two_processes(tmp_path, free_p
     assert (summary["processes"], summary["optimizer_steps"], summary["generation_calls"]) == (2, 8, 2)
     assert (tmp_path / "out" / "reward_curve.png").exists()
     assert "=== trl-rapid summary ===" in result.stdout
+
+
+def test_console_entry_point_exits_zero_after_training(tiny_model_dir, tmp_path, monkeypatch):
+    # The installed `trl-rapid` script does `sys.exit(<entry>())`: anything but None or 0 is a failing exit status.
+    import importlib
+    import tomllib
+
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["trl-rapid"]
+    module, function = target.split(":")
+    entry = getattr(importlib.import_module(module), function)
+    monkeypatch.setattr(sys, "argv", ["trl-rapid", "--config", str(REPO / "configs" / "demo.yaml"),
+                                      "--model_name_or_path", str(tmp_path / "model"), "--output_dir",
+                                      str(tmp_path / "out"), "--max_steps", "2", "--num_eval_prompts", "0",
+                                      "--num_train_prompts", "64"])
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(entry())
+    assert exit_info.value.code in (None, 0)
+    assert (tmp_path / "out" / "summary.json").exists()

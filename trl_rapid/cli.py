@@ -422,5 +422,10 @@ def _format_summary(summary: dict, plot: Path | None) -> str:
     return "\n".join(lines)
 
 
+def run() -> None:
+    """Console entry point `trl-rapid`: like `main`, but returns nothing, so the process exits with status 0."""
+    main()
+
+
 if __name__ == "__main__":
     main()
