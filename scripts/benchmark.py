@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py --config configs/bench/cpu_demo.yaml --output_dir docs/benchmark
 
-Writes results.json, table.md, time_breakdown.png and reward_vs_time.png to --output_dir. See trl_rapid/benchmark.py
+Writes results.json, table.md, time_breakdown.png and reward_vs_time.png to --output_dir. See trl_rapid/benchmark/
 for what is measured and how, and docs/benchmark/README.md for how to read the results.
 """
 

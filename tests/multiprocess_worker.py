@@ -38,11 +38,15 @@ class CheckedTrainer(RapidTrainer):
         return output
 
 
-def main(model_dir: str, out_dir: str):
+def main(model_dir: str, out_dir: str, mode: str = "fixed"):
+    # "adaptive": H chosen by the trainer; a large learning rate and a strict threshold make it re-sample often.
+    h = dict(optimizer_steps_per_generation=3, learning_rate=5e-3) if mode == "fixed" else dict(
+        optimizer_steps_per_generation="auto", max_optimizer_steps_per_generation=3, adaptive_ess_threshold=0.99,
+        learning_rate=5e-2)
     args = RapidConfig(
         output_dir=out_dir, per_device_train_batch_size=4, gradient_accumulation_steps=2, num_generations=4,
-        optimizer_steps_per_generation=3, max_completion_length=4, learning_rate=5e-3, max_steps=6, logging_steps=1,
-        save_strategy="no", report_to="none", use_cpu=True, bf16=False, disable_tqdm=True, seed=0,
+        max_completion_length=4, max_steps=6, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+        bf16=False, disable_tqdm=True, seed=0, **h,
     )
     trainer = CheckedTrainer(model=model_dir, reward_funcs=repeat_digit_reward, args=args,
                              train_dataset=UNIQUE_PROMPTS,
@@ -54,10 +58,11 @@ def main(model_dir: str, out_dir: str):
         "global_step": trainer.state.global_step,
         "records": trainer.records,
         "logs": trainer.state.log_history,
+        "h_history": trainer._adaptive_h.h_history if trainer._adaptive_h else None,
     }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()  # without it one rank can abort at exit
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

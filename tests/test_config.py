@@ -62,7 +62,9 @@ def test_h_agreeing_with_trl_field_is_accepted():
         ({"per_device_train_batch_size": 3, "gradient_accumulation_steps": 1, "generation_batch_size": 24},
          "num_generations", "multiple of 4"),
         ({"multi_objective_aggregation": "normalize_then_sum"}, "multi_objective_aggregation", "sum_then_normalize"),
-        ({"behaviour_logprobs": "sampler"}, "behaviour_logprobs", "one of"),
+        ({"behaviour_logprobs": "vllm"}, "behaviour_logprobs", "one of"),
+        ({"behaviour_logprobs": "sampler", "top_k": 20}, "top_k=20", "behaviour_logprobs='trainer'"),
+        ({"behaviour_logprobs": "sampler", "use_vllm": True}, "use_vllm", "behaviour_logprobs='engine'"),
         ({"behaviour_logprobs": "engine"}, "use_vllm", "behaviour_logprobs='trainer'"),
         ({"vllm_engine_kwargs": "{max_num_seqs: 4"}, "vllm_engine_kwargs", "JSON object"),
         ({"vllm_weight_sync": "rsync"}, "vllm_weight_sync", "one of"),
@@ -83,7 +85,10 @@ def test_h_agreeing_with_generation_batch_size_is_accepted():
 
 
 def test_auto_behaviour_logprobs_uses_the_engine_only_when_it_samples_plain_temperature():
-    assert make(per_device_train_batch_size=8, num_generations=4).resolved_behaviour_logprobs == "trainer"
+    # transformers generation: the sampler's own log-probs in full precision, the recomputation otherwise
+    assert make(per_device_train_batch_size=8, num_generations=4).resolved_behaviour_logprobs == "sampler"
+    for other in ({"top_p": 0.9}, {"bf16": True}, {"cast_lm_head_to_fp32": True}):
+        assert make(per_device_train_batch_size=8, num_generations=4, **other).resolved_behaviour_logprobs == "trainer"
     assert make(per_device_train_batch_size=8, num_generations=4, use_vllm=True).resolved_behaviour_logprobs == "engine"
     filtered = make(per_device_train_batch_size=8, num_generations=4, use_vllm=True, top_k=20)
     assert filtered.resolved_behaviour_logprobs == "trainer"
@@ -95,8 +100,8 @@ def test_engine_kwargs_accept_json_from_the_command_line():
 
 
 def test_trl_checks_still_apply():
-    with pytest.raises(ValueError, match="at least 2 generations per prompt"):
-        make(per_device_train_batch_size=8, num_generations=1)
+    with pytest.raises(ValueError, match="auto_find_batch_size is not supported by GRPO"):
+        make(per_device_train_batch_size=8, num_generations=4, auto_find_batch_size=True)
 
 
 def test_trainer_rejects_a_plain_grpo_config(tiny_model_dir):

@@ -1,7 +1,9 @@
 """Code reward: extraction, MBPP+ tests on real tasks, parallelism, and hostile programs in the sandbox.
 
-Every program really runs in a subprocess through `trl_rapid.rewards.sandbox`; nothing is mocked. Hostile tests run
-under each isolation level available on the machine ("namespaces" where unshare works, and always "rlimits").
+Every program really runs in subprocesses through `trl_rapid.rewards.sandbox`; nothing is mocked. Hostile tests run
+under each isolation level available on the machine ("namespaces" where unshare works, and "rlimits" as root).
+Forging attempts against the verdict are in tests/test_sandbox_forging.py, faults and concurrency in
+tests/test_sandbox_faults.py.
 """
 
 import json
@@ -23,6 +25,7 @@ from trl_rapid.rewards.sandbox import (
     SandboxConfig,
     SandboxUnavailableError,
     find_sandbox_processes,
+    wait_for_cleanup,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mbppplus.jsonl"
@@ -39,7 +42,7 @@ def _namespaces_available() -> bool:
         return False
 
 
-MODES = ["rlimits"] + (["namespaces"] if _namespaces_available() else [])
+MODES = (["rlimits"] if IS_ROOT else []) + (["namespaces"] if _namespaces_available() else [])
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -71,10 +74,11 @@ def _assert_caller_healthy(reward):
     assert find_sandbox_processes() == []
 
 
-def _assert_no_sandbox_uid_processes(config: SandboxConfig):
+def _assert_no_sandbox_uid_processes(sandbox: Sandbox):
     if not IS_ROOT:
         return
-    uids = set(range(config.sandbox_uid_base, config.sandbox_uid_base + config.workers))
+    uids = set(sandbox.uids)
+    assert len(uids) == 2 * sandbox.config.workers
     owned = [p for p in os.listdir("/proc") if p.isdigit() and _uid_of(p) in uids]
     assert owned == [], f"processes left under the sandbox uids: {owned}"
 
@@ -207,6 +211,7 @@ def test_environment_is_minimal_and_scratch_is_private(reward, monkeypatch):
         "def square_perimeter(a):\n    return 4 * a"
     )
     assert reward([program], **_columns([17])) == [1.0]
+    wait_for_cleanup()  # run directories are deleted on a background thread
     after = {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("trl-rapid-sbx-")}
     assert after <= before, "the run's scratch directory was not deleted"
 
@@ -229,7 +234,7 @@ def test_hostile_fork_bomb(reward):
     assert reward([bomb], **_columns([17])) == [0.0]
     assert time.monotonic() - start < TIMEOUT_S + 4
     assert find_sandbox_processes() == [], "fork-bomb processes survived the run"
-    _assert_no_sandbox_uid_processes(reward.sandbox.config)
+    _assert_no_sandbox_uid_processes(reward.sandbox)
     _assert_caller_healthy(reward)
 
 
@@ -247,7 +252,7 @@ def test_process_limit_is_enforced(reward):
     forked = int(result.stdout_tail.split()[0])
     assert result.passed and 0 < forked < reward.sandbox.config.max_processes
     assert find_sandbox_processes() == []  # the sleeping children were killed when the run ended
-    _assert_no_sandbox_uid_processes(reward.sandbox.config)
+    _assert_no_sandbox_uid_processes(reward.sandbox)
 
 
 def test_hostile_huge_allocation(reward):
@@ -303,7 +308,7 @@ def test_namespaces_keep_a_virtualenv_under_tmp_visible_and_read_only(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     sandbox = Sandbox(SandboxConfig(python=str(venv / "bin" / "python"), isolation="namespaces", workers=1))
     assert sandbox.isolation == "namespaces"
-    assert sandbox.run("import sys\nprefix = sys.prefix", f"assert prefix == {str(venv)!r}").passed
+    assert sandbox.run("import sys\ndef prefix():\n    return sys.prefix", f"assert prefix() == {str(venv)!r}").passed
     attempt = sandbox.run(f"open({str(venv / 'planted')!r}, 'w').write('x')", "pass")
     assert not attempt.passed and "Read-only file system" in attempt.stderr_tail
     assert not (venv / "planted").exists()
@@ -323,14 +328,14 @@ def test_namespaces_filesystem_is_read_only_outside_scratch():
         (victim / "sentinel.txt").chmod(0o666)
         fn = make_code_reward(SandboxConfig(timeout_s=TIMEOUT_S, workers=1, isolation="namespaces"))
         program = (
-            "import errno, os\nerrors = []\n"
+            "import errno, os\nerrors = []\ndef observed():\n    return errors\n"
             f"for action in (lambda: open({str(victim / 'sentinel.txt')!r}, 'w').write('pwned'),\n"
             f"               lambda: os.remove({str(victim / 'sentinel.txt')!r}),\n"
             f"               lambda: open({str(victim / 'new.txt')!r}, 'w').write('x')):\n"
             "    try:\n        action()\n    except OSError as e:\n        errors.append(e.errno)\n"
             "open('/tmp/scratch_is_writable.txt', 'w').write('ok')\n"
         )
-        assert fn([program], tests=["assert errors == [errno.EROFS] * 3"]) == [1.0]
+        assert fn([program], tests=["import errno\nassert observed() == [errno.EROFS] * 3"]) == [1.0]
         assert (victim / "sentinel.txt").read_text() == "precious"
         assert sorted(p.name for p in victim.iterdir()) == ["sentinel.txt"]
     finally:
@@ -343,8 +348,8 @@ def test_hostile_exit_before_tests(reward):
     for exit_call in ("import sys\nsys.exit(0)", "import os\nos._exit(0)", "raise SystemExit"):
         program = _fenced(f"def square_perimeter(a):\n    return 3 * a\n{exit_call}")
         assert reward([program], **_columns([17])) == [0.0], exit_call
-    results = reward.sandbox.run_many([("import sys\nsys.exit(0)\n", "assert False\n")])
-    assert results[0].returncode == 0 and results[0].status == "no_marker" and not results[0].passed
+    results = reward.sandbox.run_many([("import sys\nsys.exit(0)\n", "pass\n")])
+    assert results[0].status == "solution_error" and not results[0].passed  # even though the tests are empty
     _assert_caller_healthy(reward)
 
 
@@ -389,8 +394,9 @@ def test_network_is_unreachable_in_namespaces():
             "import socket\nreached = True\ntry:\n"
             f"    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
             "except OSError:\n    reached = False\n"
+            "def was_reached():\n    return reached\n"
         )
-        assert fn([program], tests=["assert reached is False"]) == [1.0]
+        assert fn([program], tests=["assert was_reached() is False"]) == [1.0]
     finally:
         server.close()
 

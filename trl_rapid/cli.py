@@ -11,6 +11,7 @@ comparisons share one code path.
 Tasks (`--task`; dataset and reward; see `TASKS`):
 
     repeat_digit  the embedded demo task, built locally (trl_rapid/tiny.py)
+    sort_digits   the headroom task, built locally (trl_rapid/headroom.py): sort 8 digits, from a cached SFT warm start
     math          MATH train (trl_rapid.data.load_math), held out on MATH-500; math_reward
     gsm8k         GSM8K train, held out on GSM8K test; math_reward
     mbppplus      MBPP+ train split (264 of 378), held out on its 114-task test split; sandboxed code reward
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -56,6 +58,7 @@ TASKS = {
     "minif2f": Task("minif2f", "valid", "minif2f", "test", "lean"),
 }
 DEMO_TASK = "repeat_digit"
+HEADROOM_TASK = "sort_digits"
 EVAL_ONLY = {"math500": "MATH-500 has only test problems: use task 'math', which trains on MATH and holds out MATH-500"}
 
 
@@ -66,6 +69,7 @@ class RapidScriptArguments:
     task: str = field(
         default=DEMO_TASK,
         metadata={"help": f"Task (dataset + reward): '{DEMO_TASK}' (the embedded demo task, built locally), "
+                          f"'{HEADROOM_TASK}' (the headroom task, built locally, with --warm_start), "
                           + ", ".join(repr(t) for t in TASKS) + "."},
     )
     trainer: str = field(
@@ -76,6 +80,11 @@ class RapidScriptArguments:
     build_tiny_model: bool = field(
         default=False,
         metadata={"help": "Build the embedded tiny model and tokenizer at model_name_or_path if nothing is there."},
+    )
+    warm_start: bool = field(
+        default=False,
+        metadata={"help": "Task sort_digits: train from its SFT warm start (trl_rapid/headroom.py, default recipe), "
+                          "built on first use and cached under outputs/warm_start/; replaces model_name_or_path."},
     )
 
     # Data
@@ -193,11 +202,20 @@ def load_task(script_args):
         train = make_repeat_digit_dataset(num_train, seed=0)
         held_out = make_repeat_digit_dataset(num_eval, seed=1) if num_eval else None
         return train, held_out, [repeat_digit_reward]
+    if script_args.task == HEADROOM_TASK:
+        from .headroom import make_sort_digits_dataset, sort_digits_reward
+
+        num_train = 4000 if script_args.num_train_prompts is None else script_args.num_train_prompts
+        num_eval = 200 if script_args.num_eval_prompts == -1 else script_args.num_eval_prompts
+        train = make_sort_digits_dataset(num_train, seed=0)
+        held_out = make_sort_digits_dataset(num_eval, seed=1) if num_eval else None
+        return train, held_out, [sort_digits_reward]
 
     if script_args.task not in TASKS:
         hint = f" ({EVAL_ONLY[script_args.task]})" if script_args.task in EVAL_ONLY else ""
         raise ValueError(
-            f"Unknown task {script_args.task!r}{hint}. Available tasks: {', '.join([DEMO_TASK, *TASKS])}."
+            f"Unknown task {script_args.task!r}{hint}. Available tasks: "
+            f"{', '.join([DEMO_TASK, HEADROOM_TASK, *TASKS])}."
         )
     task = TASKS[script_args.task]
     reward = build_reward(task.reward, script_args)  # before any download: a misconfigured reward stops us here
@@ -255,8 +273,9 @@ def build_reward(kind: str, script_args):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def greedy_mean_reward(model, tokenizer, dataset, reward_funcs, max_new_tokens: int, batch_size: int = 64) -> float:
-    """Mean reward of greedy completions on `dataset` (plain-text or chat prompts): a cheap held-out check.
+def greedy_rewards(model, tokenizer, dataset, reward_funcs, max_new_tokens: int, batch_size: int = 64) -> list:
+    """Reward of each greedy completion on `dataset` (plain-text or chat prompts): the sum of the finite rewards, or
+    None when no reward function returned a finite value for it (unscorable, as in training).
 
     Leaves the model in the train/eval mode it was in."""
     import torch
@@ -279,11 +298,19 @@ def greedy_mean_reward(model, tokenizer, dataset, reward_funcs, max_new_tokens: 
     finally:
         model.train(was_training)
     columns = {k: list(dataset[k]) for k in dataset.column_names if k != "prompt"}
-    totals = [0.0] * len(prompts)
+    totals = [None] * len(prompts)
     for func in reward_funcs:
         for i, r in enumerate(func(prompts=prompts, completions=completions, **columns)):
-            totals[i] += r or 0.0  # None (unscorable) counts as 0
-    return sum(totals) / len(totals)
+            if r is not None and math.isfinite(r):
+                totals[i] = (totals[i] or 0.0) + r
+    return totals
+
+
+def greedy_mean_reward(model, tokenizer, dataset, reward_funcs, max_new_tokens: int, batch_size: int = 64):
+    """Mean reward of the scorable greedy completions on `dataset` (see greedy_rewards); None when none is scorable."""
+    scored = [r for r in greedy_rewards(model, tokenizer, dataset, reward_funcs, max_new_tokens, batch_size)
+              if r is not None]
+    return sum(scored) / len(scored) if scored else None
 
 
 def plot_reward_curve(log_history: list[dict], path: Path) -> Path | None:
@@ -293,7 +320,7 @@ def plot_reward_curve(log_history: list[dict], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(h["step"], h["reward"]) for h in log_history if "reward" in h]
+    points = [(h["step"], h["reward"]) for h in log_history if _finite(h.get("reward"))]
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -322,10 +349,14 @@ def main(argv: list[str] | None = None):
     from transformers import AutoTokenizer
     from trl import GRPOTrainer, get_peft_config, get_quantization_config
 
+    from . import console
+    from .checkpoints import resolve_resume_checkpoint
     from .data import is_local
     from .trainer import RapidTrainer
 
     state = PartialState()
+    # `--resume_from_checkpoint true` (or a run folder): the newest complete checkpoint, partial ones skipped.
+    resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     # Rewards first: a task whose reward cannot run (no Lean toolchain, no sandbox) stops before any model is loaded.
     train_dataset, held_out, reward_funcs = load_task(script_args)
 
@@ -336,6 +367,13 @@ def main(argv: list[str] | None = None):
         with state.main_process_first():  # one process writes the model, the others read it
             if state.is_main_process and not (model_path / "config.json").exists():
                 build_tiny_model(model_path, seed=training_args.seed)
+    if script_args.warm_start:
+        if script_args.task != HEADROOM_TASK:
+            raise ValueError(f"warm_start is for task {HEADROOM_TASK!r}, not {script_args.task!r}: drop --warm_start.")
+        from .headroom import build_warm_start
+
+        with state.main_process_first():  # the main process builds the cache (atomically), the others reuse it
+            model_args.model_name_or_path = str(build_warm_start())
 
     # As TRL's grpo script: ModelConfig's loading options reach from_pretrained (explicit model_init_kwargs win).
     training_args.model_init_kwargs = {
@@ -368,12 +406,26 @@ def main(argv: list[str] | None = None):
 
     trainer._generate_and_score_completions = counted_generate
 
+    # Completions no reward function scored (None, NaN or ±inf from all): TRL's reward matrix, gathered over processes.
+    scoring = {"completions": 0, "unscorable": 0}
+    calculate_rewards = trainer._calculate_rewards
+
+    def counted_rewards(*args, **kwargs):
+        rewards_per_func = calculate_rewards(*args, **kwargs)
+        if trainer.model.training:
+            scoring["completions"] += len(rewards_per_func)
+            scoring["unscorable"] += int((~rewards_per_func.isfinite()).all(dim=1).sum())
+        return rewards_per_func
+
+    trainer._calculate_rewards = counted_rewards
+    console.install(trainer)  # a progress bar and a summary table instead of one raw metrics dict per log
+
     before = after = None
     max_new = training_args.max_completion_length
     if held_out is not None and state.is_main_process:
         before = greedy_mean_reward(trainer.model, tokenizer, held_out, reward_funcs, max_new)
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
     trainer.save_model(training_args.output_dir)
     if held_out is not None and state.is_main_process:
@@ -382,10 +434,14 @@ def main(argv: list[str] | None = None):
 
     if state.is_main_process:
         summary = _summary(trainer, script_args, generations, elapsed, before, after)
+        summary.update(held_out_prompts=len(held_out) if held_out is not None else 0,
+                       train_completions=scoring["completions"], unscorable_completions=scoring["unscorable"],
+                       skipped_updates=getattr(trainer, "_skipped_updates", 0))
         out = Path(training_args.output_dir)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         plot = plot_reward_curve(trainer.state.log_history, out / "reward_curve.png")
-        print(_format_summary(summary, plot))
+        written = [out / "summary.json"] + ([plot] if plot else [])
+        print(console.format_summary(summary, trainer.state.log_history, written))
     if training_args.push_to_hub:
         name = script_args.dataset_name
         trainer.push_to_hub(dataset_name=name if name and not is_local(name) else script_args.task)
@@ -396,7 +452,7 @@ def main(argv: list[str] | None = None):
 
 def _summary(trainer, script_args, generations, elapsed, before, after) -> dict:
     history = trainer.state.log_history
-    rewards = [h["reward"] for h in history if "reward" in h]
+    rewards = [h["reward"] for h in history if _finite(h.get("reward"))]  # TRL logs None for an unscorable batch
     first, last = rewards[: max(1, len(rewards) // 10)], rewards[-max(1, len(rewards) // 10):]
     return {
         "trainer": script_args.trainer,
@@ -412,14 +468,8 @@ def _summary(trainer, script_args, generations, elapsed, before, after) -> dict:
     }
 
 
-def _format_summary(summary: dict, plot: Path | None) -> str:
-    def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    lines = ["", "=== trl-rapid summary ==="] + [f"  {k:<24} {fmt(v)}" for k, v in summary.items()]
-    if plot:
-        lines.append(f"  {'reward curve':<24} {plot}")
-    return "\n".join(lines)
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def run() -> None:

@@ -4,9 +4,13 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-BEHAVIOUR_LOGPROB_SOURCES = ("auto", "engine", "trainer")
+from .config_checks import check_fields
+from .estimator import BASELINES
+
+BEHAVIOUR_LOGPROB_SOURCES = ("auto", "engine", "sampler", "trainer")
 VLLM_WEIGHT_SYNCS = ("auto", "nccl", "filesystem")
 DEFAULT_OPTIMIZER_STEPS_PER_GENERATION = 4
+ADAPTIVE_H = "auto"
 
 
 @dataclass
@@ -42,15 +46,33 @@ class RapidConfig(GRPOConfig):
         eta (`float`, *optional*, defaults to `2.0`):
             η, the truncation threshold of the sequence importance weights in the group baseline:
             `b(x) = (1/G) Σ_j min(π_θ(y_j|x)/µ(y_j|x), η) R_j`. Must be > 0.
-        optimizer_steps_per_generation (`int` or `None`, *optional*, defaults to `None`):
+        optimizer_steps_per_generation (`int`, `"auto"` or `None`, *optional*, defaults to `None`):
             H, the number of optimizer steps taken on each inference batch. Sets `steps_per_generation = H ×
-            gradient_accumulation_steps`.
+            gradient_accumulation_steps`. `"auto"`: adaptive H — the trainer samples `max_optimizer_steps_per_generation
+            × N_step` completions per outer step and, as soon as an optimizer step's effective sample size falls
+            below `adaptive_ess_threshold`, re-samples the rows it has not trained on yet with the current policy as
+            the new µ. H then shrinks when the policy moves fast and stays at the maximum when it barely moves.
+        max_optimizer_steps_per_generation (`int`, *optional*, defaults to `8`):
+            With `optimizer_steps_per_generation="auto"`: the largest H, i.e. the size of the inference batch in
+            optimizer steps.
+        adaptive_ess_threshold (`float`, *optional*, defaults to `0.8`):
+            With `optimizer_steps_per_generation="auto"`: the smallest ESS/G (effective sample size of the truncated
+            weights per group, divided by G, averaged over the step's groups and processes) at which the rest of the
+            inference batch is still used. In (0, 1].
+        baseline (`str`, *optional*, defaults to `"paper"`):
+            Form of the importance-weighted group baseline: `"paper"` `(1/G) Σ_j w̄_j R_j`; `"self_normalized"`
+            `Σ_j w̄_j R_j / Σ_j w̄_j`; `"leave_one_out"` `(1/(G−1)) Σ_{j≠i} w̄_j R_j` (RLOO at H = 1).
         behaviour_logprobs (`str`, *optional*, defaults to `"auto"`):
             Where µ's per-token log-probs come from. `"engine"`: the inference engine's sampling log-probs (vLLM, plain
-            temperature sampling only); `"trainer"`: recomputed by the trainer with the policy right after generation,
-            before any update; `"auto"`: `"engine"` when vLLM generates with plain temperature sampling, else
-            `"trainer"`. With `"engine"`, TRL's separate vLLM importance-sampling
-            factor is neutralised: the PPO ratio π_θ/µ already covers the trainer–engine mismatch.
+            temperature sampling only); `"sampler"`: read off transformers `generate` itself (log_softmax of its raw
+            logits / T at the sampled tokens; plain temperature sampling only), which saves the no-grad forward pass
+            over the whole inference batch; `"trainer"`: recomputed by the trainer with the policy right after
+            generation, before any update; `"auto"`: `"engine"` when vLLM generates with plain temperature sampling,
+            `"sampler"` when transformers does so in full precision (no `bf16`/`fp16` autocast, no
+            `cast_lm_head_to_fp32`), else `"trainer"`. The trainer also falls back to `"trainer"` when the model's own
+            `generation_config` or the run adds logits processors (see `trl_rapid.sampler_logprobs`). With
+            `"engine"`, TRL's separate vLLM importance-sampling factor is neutralised: the PPO ratio π_θ/µ already
+            covers the trainer–engine mismatch.
 
     > vLLM options TRL does not expose (colocate mode builds the engine inside the trainer)
 
@@ -79,19 +101,40 @@ class RapidConfig(GRPOConfig):
             "(paper default 2.0). Must be > 0."
         },
     )
-    optimizer_steps_per_generation: int | None = field(
+    optimizer_steps_per_generation: int | str | None = field(
         default=None,
         metadata={
             "help": "H: optimizer steps per inference batch (N_inference / N_step). Sets steps_per_generation = H × "
             "gradient_accumulation_steps. Default: 4 when neither steps_per_generation nor generation_batch_size is "
-            "set."
+            "set. 'auto': adaptive H, up to max_optimizer_steps_per_generation, driven by adaptive_ess_threshold."
+        },
+    )
+    max_optimizer_steps_per_generation: int = field(
+        default=8,
+        metadata={"help": "Adaptive H only: the largest H (inference batch = this many optimizer steps)."},
+    )
+    adaptive_ess_threshold: float = field(
+        default=0.8,
+        metadata={
+            "help": "Adaptive H only: once an optimizer step's ESS/G falls below this, the rows of the inference batch "
+            "not trained on yet are re-sampled with the current policy. In (0, 1]."
+        },
+    )
+    baseline: str = field(
+        default="paper",
+        metadata={
+            "help": "Importance-weighted group baseline: 'paper' ((1/G) Σ w̄R, default), 'self_normalized' "
+            "(Σ w̄R / Σ w̄) or 'leave_one_out' ((1/(G−1)) Σ_{j≠i} w̄R; RLOO at H = 1).",
+            "choices": list(BASELINES),
         },
     )
     behaviour_logprobs: str = field(
         default="auto",
         metadata={
-            "help": "Source of the behaviour log-probs µ: 'engine' (vLLM sampling log-probs), 'trainer' (recomputed "
-            "right after generation) or 'auto' (engine with vLLM, else trainer).",
+            "help": "Source of the behaviour log-probs µ: 'engine' (vLLM sampling log-probs), 'sampler' (read off "
+            "transformers generate, no extra forward pass), 'trainer' (recomputed right after generation) or 'auto' "
+            "(engine with vLLM, sampler with full-precision transformers generation, each under plain temperature "
+            "sampling only; else trainer).",
             "choices": list(BEHAVIOUR_LOGPROB_SOURCES),
         },
     )
@@ -129,16 +172,45 @@ class RapidConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        check_fields(self)  # before TRL's own __post_init__, which crashes with unrelated messages on some of them
         self._resolve_steps_per_generation()
         super().__post_init__()
         self._check_rapid_consistency()
 
     def _resolve_steps_per_generation(self):
         h = self.optimizer_steps_per_generation
-        if h is not None and (not isinstance(h, int) or h < 1):
+        if isinstance(h, str) and h.strip().isdigit():  # the command line and YAML give strings
+            h = self.optimizer_steps_per_generation = int(h)
+        if h == ADAPTIVE_H:
+            h_max = self.max_optimizer_steps_per_generation
+            if isinstance(h_max, bool) or not isinstance(h_max, int) or h_max < 2:
+                raise ValueError(
+                    f"max_optimizer_steps_per_generation must be a whole number >= 2 with "
+                    f"optimizer_steps_per_generation='auto', got {h_max!r}. The paper's largest H is 16."
+                )
+            t = self.adaptive_ess_threshold
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
+                raise ValueError(
+                    f"adaptive_ess_threshold must be a number in (0, 1], got {t!r}. 0.8 keeps a batch while its "
+                    "weights still look on-policy."
+                )
+            if self.steps_per_generation is not None or self.generation_batch_size is not None:
+                raise ValueError(
+                    "optimizer_steps_per_generation='auto' sizes the inference batch from "
+                    "max_optimizer_steps_per_generation; do not also set steps_per_generation or generation_batch_size."
+                )
+            if self.num_iterations != 1:
+                raise ValueError(
+                    f"optimizer_steps_per_generation='auto' needs num_iterations=1, got {self.num_iterations}: adaptive "
+                    "H decides how long one pass over the inference batch lasts."
+                )
+            self._h_set_by = None
+            self.steps_per_generation = h_max * self.gradient_accumulation_steps
+            return
+        if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 1):
             raise ValueError(
-                f"optimizer_steps_per_generation (H) must be a whole number >= 1, got {h!r}. Use 1 for on-policy "
-                "training, or the paper's 2, 4, 8 or 16."
+                f"optimizer_steps_per_generation (H) must be a whole number >= 1 or 'auto', got {h!r}. Use 1 for "
+                "on-policy training, the paper's 2, 4, 8 or 16, or 'auto' for adaptive H."
             )
         # TRL fills in whichever of the two it was not given; remember which one the user set, for error messages.
         self._h_set_by = (
@@ -156,6 +228,10 @@ class RapidConfig(GRPOConfig):
 
         ga, spg = self.gradient_accumulation_steps, self.steps_per_generation
         h = self.optimizer_steps_per_generation
+        if self.baseline not in BASELINES:
+            raise ValueError(
+                f"baseline must be one of {BASELINES}, got {self.baseline!r}. 'paper' is the paper's form."
+            )
         if h is not None and self._h_set_by is not None and spg != h * ga:
             raise ValueError(
                 f"optimizer_steps_per_generation={h} and {self._h_set_by} both set H, and disagree "
@@ -210,6 +286,19 @@ class RapidConfig(GRPOConfig):
                     "TRL's recomputed log-probs for the engine/trainer gap metric and for tokens vLLM cannot score, and "
                     "neutralises TRL's correction factor itself. Set it to True, or behaviour_logprobs='trainer'."
                 )
+        if self.behaviour_logprobs == "sampler":
+            if self.use_vllm or self.use_transformers_continuous_batching:
+                raise ValueError(
+                    "behaviour_logprobs='sampler' reads µ off transformers `generate`; with "
+                    f"{'use_vllm' if self.use_vllm else 'use_transformers_continuous_batching'}=True another sampler "
+                    "runs. Set behaviour_logprobs='engine' (vLLM) or 'trainer' (or 'auto')."
+                )
+            if self.sampling_filters:
+                raise ValueError(
+                    f"behaviour_logprobs='sampler' needs plain temperature sampling, but {', '.join(self.sampling_filters)} "
+                    "change the sampler's distribution, which the trainer's log-probs (temperature only) do not "
+                    "reproduce. Set behaviour_logprobs='trainer' (or 'auto'), or drop those settings."
+                )
 
         if isinstance(self.vllm_engine_kwargs, str):
             try:
@@ -247,13 +336,24 @@ class RapidConfig(GRPOConfig):
 
     @property
     def resolved_behaviour_logprobs(self) -> str:
-        """'engine' or 'trainer': where µ comes from. 'auto' takes the engine's log-probs only when they equal µ."""
+        """'engine', 'sampler' or 'trainer': where µ comes from. 'auto' takes the sampler's log-probs only where they
+        equal the trainer's to float rounding: plain temperature sampling, and for transformers generation no
+        autocast or float32 LM head on the trainer's side only."""
         if self.behaviour_logprobs != "auto":
             return self.behaviour_logprobs
-        usable = self.use_vllm and not self.sampling_filters and self.vllm_importance_sampling_correction
-        return "engine" if usable else "trainer"
+        if self.sampling_filters:
+            return "trainer"
+        if self.use_vllm:
+            return "engine" if self.vllm_importance_sampling_correction else "trainer"
+        full_precision = not (self.bf16 or self.fp16 or self.cast_lm_head_to_fp32)
+        return "sampler" if full_precision and not self.use_transformers_continuous_batching else "trainer"
+
+    @property
+    def adaptive_h(self) -> bool:
+        """True when the trainer chooses H from the importance weights (`optimizer_steps_per_generation="auto"`)."""
+        return self.optimizer_steps_per_generation == ADAPTIVE_H
 
     @property
     def num_optimizer_steps_per_generation(self) -> int:
-        """H, resolved: optimizer steps the trainer takes on each inference batch."""
+        """H, resolved: optimizer steps the trainer takes on each inference batch (its maximum with adaptive H)."""
         return self.steps_per_generation // self.gradient_accumulation_steps

@@ -2,8 +2,8 @@
 
 One outer step, read top to bottom:
   1. rollout   — `_prepare_inputs` asks TRL for one generation batch of N_inference completions (N_inference / world
-                 size per process), with rewards and the behaviour log-probs µ; it is shuffled by whole groups and cut
-                 into micro-batches.
+                 size per process), with rewards and the behaviour log-probs µ (read off the sampler when it is exact,
+                 see sampler_logprobs.py, else recomputed); it is shuffled by whole groups and cut into micro-batches.
   2. advantage — at every optimizer step, `_set_advantages` recomputes A_i = R_i − (1/G) Σ_j min(π_θ/µ, η) R_j with the
                  current θ (estimator.py), reusing the log-probs of the loss's own forward pass.
   3. update    — TRL's `_compute_loss` applies its surrogate (any `loss_type`) with that advantage; H optimizer steps
@@ -31,8 +31,12 @@ from trl.trainer.utils import (
     unsplit_pixel_values_by_grid,
 )
 
+from .adaptive import AdaptiveH
+from .checkpoints import check_finite_weights, resolve_resume_checkpoint, save_checkpoint
 from .config import RapidConfig
-from .estimator import rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
+from .estimator import group_ess, rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
+from .faults import is_finite_norm, non_finite_rewards_to_nan, skip_update
+from .sampler_logprobs import plain_sampling_violations, recording_sampled_logprobs
 from .vllm_engine import server_weight_sync, vllm_setup
 
 logger = get_logger(__name__)
@@ -47,13 +51,15 @@ MODEL_INPUT_KEYS = (
 )
 
 
-def shuffle_groups(batch: dict, group_size: int) -> dict:
+def shuffle_groups(batch: dict, group_size: int, group_order: torch.Tensor | None = None) -> dict:
     """Shuffle a generation batch by whole groups of `group_size` consecutive rows, keeping each group contiguous.
 
     Replaces TRL's row-level `shuffle_sequence_dict`, which would scatter a prompt's completions across micro-batches.
+    `group_order` (a permutation of the group indices) is drawn at random unless given.
     """
     num_rows = len(next(v for v in batch.values() if v is not None and not _is_scalar(v)))
-    group_order = torch.randperm(num_rows // group_size)
+    if group_order is None:
+        group_order = torch.randperm(num_rows // group_size)
     permutation = (group_order[:, None] * group_size + torch.arange(group_size)).flatten()
 
     def permute(value):
@@ -78,7 +84,11 @@ class RapidTrainer(GRPOTrainer):
 
     Logged under `rapid/`: `weight_mean`, `weight_max` (raw importance weights π_θ/µ), `truncated_frac` (share above
     η), `ess` (per-group effective sample size / G), `staleness` (|log mean w̄|), `inner_step` (0..H-1 within the
-    outer step), `generation_time` and `train_time` (seconds of each outer step spent producing the batch vs updating).
+    outer step), `generation_time` and `train_time` (seconds of each outer step spent producing the batch vs updating),
+    `skipped_updates` (running count of optimizer steps skipped for a non-finite gradient).
+
+    Fault tolerance (faults.py, checkpoints.py): a ±inf reward is unscorable like None; a non-finite gradient skips its
+    update; non-finite weights are never saved; checkpoints are complete or absent, and resume skips partial ones.
     """
 
     _tag_names = ["trl", "rapid"]
@@ -114,7 +124,14 @@ class RapidTrainer(GRPOTrainer):
             enable_filesystem_weight_sync(self.vllm_generation, folder)
 
         self.eta = args.eta
-        self.behaviour_logprobs = args.resolved_behaviour_logprobs
+        self.behaviour_logprobs = self._behaviour_logprobs_source(args)
+        # TRL 1.16 recomputes µ after generation whenever a batch serves more than one micro-step; with µ from the
+        # sampler that pass is answered from what `generate` recorded (see _get_per_token_logps_and_entropies).
+        self._mu_from_sampler = self.behaviour_logprobs == "sampler" and (
+            args.gradient_accumulation_steps % (args.steps_per_generation * self.num_iterations) != 0
+        )
+        self._sampled_behaviour = None  # {"tokens", "logps"} of the last training generate call, until TRL asks for µ
+        self._weight_stats = []  # per micro-batch diagnostics, kept on the device until the next log
         dropout = {k: v for k, v in self.model.config.to_dict().items() if "dropout" in k and isinstance(v, float) and v > 0}
         if dropout:
             warnings.warn(
@@ -134,22 +151,68 @@ class RapidTrainer(GRPOTrainer):
                 stacklevel=2,
             )
         self._gathered_rewards_per_func = None  # set by _calculate_rewards, consumed right after
+        self._warned_infinite_rewards = set()  # reward functions already warned about ±inf (warn once each)
+        self._skipped_updates = 0  # optimizer steps skipped for a non-finite gradient
         self._loss_inputs_awaiting_advantages = None  # see _compute_loss
+        # Adaptive H (adaptive.py): the rule, the ESS of the optimizer step being taken, and where a re-sample starts.
+        self._adaptive_h = (
+            AdaptiveH(args.num_optimizer_steps_per_generation, args.adaptive_ess_threshold) if args.adaptive_h else None
+        )
+        self._step_ess = []  # (Σ ESS/G over groups, number of groups) per micro-batch of the current optimizer step
+        self._resample_from = None  # first buffered micro-batch to re-sample at the next `_prepare_inputs`
+        self._buffer_prompts, self._buffer_group_order = None, None
         self._outer_step_times = {"generation": 0.0, "total": 0.0}
+
+    def _behaviour_logprobs_source(self, args: RapidConfig) -> str:
+        """args.resolved_behaviour_logprobs, checked against what only the built trainer knows: µ from the sampler
+        needs TRL's single-turn transformers `generate` with nothing but the temperature shaping its distribution."""
+        source = args.resolved_behaviour_logprobs
+        if source != "sampler":
+            return source
+        blockers = [name for name, active in (("rollout_func", self.rollout_func is not None), ("tools", bool(self.tools)),
+                                              ("environment_factory", self.environment_factories is not None)) if active]
+        blockers += plain_sampling_violations(self.accelerator.unwrap_model(self.model), self.generation_config)
+        if not blockers:
+            return source
+        if args.behaviour_logprobs == "sampler":
+            raise ValueError(
+                f"behaviour_logprobs='sampler' needs TRL's single-turn transformers generation under plain temperature "
+                f"sampling, but this run has {', '.join(blockers)} (logits processors come from the model's "
+                "generation_config or the run's settings). Set behaviour_logprobs='trainer' (or 'auto')."
+            )
+        logger.info(f"µ is recomputed by the trainer: the sampler's log-probs are not exact here ({', '.join(blockers)}).")
+        return "trainer"
 
     # ---------------------------------------------------------------------------------------------------------------
     # 1. Rollout
     # ---------------------------------------------------------------------------------------------------------------
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        # Extends TRL 1.16: with µ from the sampler, TRL's `generate` call also records the sampled tokens' log-probs.
+        if not (self._mu_from_sampler and self.model.training):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        with recording_sampled_logprobs(self.accelerator.unwrap_model(self.model_wrapped), self.temperature) as record:
+            output = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        if not record:
+            raise RuntimeError("behaviour_logprobs='sampler': TRL's generation did not go through `model.generate`.")
+        self._sampled_behaviour = record
+        return output
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        # Extends TRL 1.16: keep the raw rewards (gathered over processes), which TRL turns into advantages and drops.
+        # Extends TRL 1.16: keep the raw rewards (gathered over processes), which TRL turns into advantages and drops;
+        # ±inf becomes NaN, unscorable like None, before TRL (or RAPID) builds a baseline from it.
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards_per_func = non_finite_rewards_to_nan(rewards_per_func, self.reward_func_names,
+                                                     self._warned_infinite_rewards)
         self._gathered_rewards_per_func = rewards_per_func
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
         # Extends TRL 1.16: adds each row's raw reward, group id and reward scale, and sets µ, to the training batch.
         start = time.perf_counter()
-        output = super()._generate_and_score_completions(inputs)
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._sampled_behaviour = None  # consumed by TRL's µ pass, or not needed
         if not self.model.training:
             return output  # evaluation runs on-policy (θ = µ): TRL's group-mean advantage is RAPID's
 
@@ -207,10 +270,28 @@ class RapidTrainer(GRPOTrainer):
         if self._step % generate_every == 0 or self._buffered_inputs is None:
             batch = self._generate_and_score_completions(generation_batch)
             batch = split_pixel_values_by_grid(batch)
-            batch = shuffle_groups(batch, self.num_generations)
+            self._buffer_group_order = torch.randperm(len(generation_batch) // self.num_generations)
+            self._buffer_prompts = [x.get("prompt") for x in generation_batch]
+            batch = shuffle_groups(batch, self.num_generations, self._buffer_group_order)
             micro_batches = split_tensor_dict(batch, self.args.steps_per_generation)
             self._buffered_inputs = [unsplit_pixel_values_by_grid(micro_batch) for micro_batch in micro_batches]
+            self._resample_from = None
+        elif self._resample_from is not None:
+            self._resample_stale_rows(generation_batch)
         return self._buffered_inputs[self._step % self.args.steps_per_generation]
+
+    def _resample_stale_rows(self, generation_batch):
+        """Adaptive H: the micro-batches from `_resample_from` on are stale; sample their prompts again with the current
+        policy, which is their µ from now on. Same prompts, same micro-batch layout, fresh completions."""
+        first, self._resample_from = self._resample_from, None
+        if [x.get("prompt") for x in generation_batch] != self._buffer_prompts:
+            raise RuntimeError("Adaptive H: the data loader changed prompts inside an outer step; cannot re-sample.")
+        group_size, rows_per_micro_batch = self.num_generations, self.args.per_device_train_batch_size
+        groups = self._buffer_group_order[first * rows_per_micro_batch // group_size :].tolist()
+        stale_inputs = [generation_batch[g * group_size + i] for g in groups for i in range(group_size)]
+        batch = split_pixel_values_by_grid(self._generate_and_score_completions(stale_inputs))
+        micro_batches = split_tensor_dict(batch, self.args.steps_per_generation - first)
+        self._buffered_inputs[first:] = [unsplit_pixel_values_by_grid(micro_batch) for micro_batch in micro_batches]
 
     # ---------------------------------------------------------------------------------------------------------------
     # 2. Advantage, recomputed at every optimizer step with the current θ
@@ -235,7 +316,12 @@ class RapidTrainer(GRPOTrainer):
             self._loss_inputs_awaiting_advantages = None
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        # Extends TRL 1.16: after the loss's forward pass, set the waiting micro-batch's advantages from its log-probs.
+        # Extends TRL 1.16 twice. (1) Its first call after a recorded generation is the no-grad µ pass of
+        # `_generate_and_score_completions` (`old_per_token_logps`): answered from the sampler, without a forward pass.
+        # (2) After the loss's forward pass, set the waiting micro-batch's advantages from its log-probs.
+        if self._sampled_behaviour is not None:
+            record, self._sampled_behaviour = self._sampled_behaviour, None
+            return self._sampler_behaviour_logps(record, input_ids, attention_mask, logits_to_keep), None, None
         logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
         )
@@ -243,6 +329,22 @@ class RapidTrainer(GRPOTrainer):
             inputs, self._loss_inputs_awaiting_advantages = self._loss_inputs_awaiting_advantages, None
             self._set_advantages([inputs], [logps.detach()])
         return logps, entropies, aux_loss
+
+    @staticmethod
+    def _sampler_behaviour_logps(record, input_ids, attention_mask, logits_to_keep) -> torch.Tensor:
+        """µ per completion token, laid out as TRL's batch ((B, logits_to_keep), 0 on padding), from the sampler's
+        record; checks that the recorded tokens are the batch's tokens, so rows cannot be misaligned."""
+        completion_ids, mask = input_ids[:, -logits_to_keep:], attention_mask[:, -logits_to_keep:].bool()
+        tokens, logps = record["tokens"].to(completion_ids.device), record["logps"].to(completion_ids.device)
+        width = min(logits_to_keep, tokens.size(1))
+        behaviour = torch.zeros(completion_ids.shape, dtype=logps.dtype, device=completion_ids.device)
+        behaviour[:, :width] = logps[:, :width]
+        same = tokens.size(0) == completion_ids.size(0) and not mask[:, width:].any() and torch.equal(
+            tokens[:, :width][mask[:, :width]], completion_ids[:, :width][mask[:, :width]]
+        )
+        if not same:
+            raise RuntimeError("behaviour_logprobs='sampler': the recorded tokens do not match the generated batch.")
+        return behaviour.masked_fill(~mask, 0.0)
 
     @torch.no_grad()
     def _set_optimizer_step_advantages(self):
@@ -277,18 +379,32 @@ class RapidTrainer(GRPOTrainer):
         log_weights = sequence_log_weights(torch.cat(logps), behaviour, torch.cat(masks))
         group_ids = cat(GROUP_IDS)
         reward_scale = cat(REWARD_SCALE) if REWARD_SCALE in micro_batches[0] else None
-        advantages = rapid_advantages(cat(REWARDS), truncated_weights(log_weights, self.eta), group_ids, reward_scale)
+        advantages = rapid_advantages(
+            cat(REWARDS), truncated_weights(log_weights, self.eta), group_ids, reward_scale, self.args.baseline
+        )
         for micro_batch, chunk in zip(micro_batches, advantages.split([len(mb[REWARDS]) for mb in micro_batches])):
             micro_batch["advantages"] = chunk
         self._log_weight_diagnostics(log_weights, group_ids)
+        if self._adaptive_h is not None:
+            ess = group_ess(log_weights, self.eta, group_ids)
+            self._step_ess.append(torch.stack([ess.sum(), ess.new_tensor(float(ess.numel()))]))
 
     def _log_weight_diagnostics(self, log_weights, group_ids):
+        # Kept on the device: gathered over processes and read back once per logging step (see `log`), so a
+        # micro-batch costs no collective and no host sync here.
         stats = weight_diagnostics(log_weights, self.eta, group_ids)
-        names = list(stats)
-        gathered = self.accelerator.gather(torch.stack([stats[n] for n in names]).float().unsqueeze(0))
-        for name, column in zip(names, gathered.view(-1, len(names)).T):
-            value = column.max() if name == "weight_max" else column.mean()
-            self._metrics["train"][f"rapid/{name}"].append(value.item())
+        self._weight_stat_names = list(stats)
+        self._weight_stats.append(torch.stack(list(stats.values())).float())
+
+    def _flush_weight_diagnostics(self):
+        """Called by `log` before TRL averages its metrics: the buffered diagnostics become TRL's per-micro-batch
+        values (max of weight_max over processes, mean of the others), averaged over the logging window as before."""
+        if self.model.training and self._weight_stats:
+            stats = self.accelerator.gather(torch.stack(self._weight_stats).unsqueeze(0))  # (processes, batches, stats)
+            self._weight_stats = []
+            for name, column in zip(self._weight_stat_names, stats.unbind(-1), strict=True):
+                per_batch = column.max(dim=0).values if name == "weight_max" else column.mean(dim=0)
+                self._metrics["train"][f"rapid/{name}"].extend(per_batch.tolist())
 
     # ---------------------------------------------------------------------------------------------------------------
     # 3. Update: TRL's surrogate loss runs unchanged; only wall time is added here
@@ -303,4 +419,59 @@ class RapidTrainer(GRPOTrainer):
             self._metrics["train"]["rapid/generation_time"].append(times["generation"])
             self._metrics["train"]["rapid/train_time"].append(times["total"] - times["generation"])
             self._outer_step_times = {"generation": 0.0, "total": 0.0}
+        if self._adaptive_h is not None and self._step % self.args.gradient_accumulation_steps == 0:
+            self._decide_h()
         return loss
+
+    def _decide_h(self):
+        """Adaptive H, after each optimizer step: one reduction of the step's ESS over processes (so every process takes
+        the same decision), then the rule of adaptive.py; logs `rapid/h` whenever a sample's use ends."""
+        rule, ga = self._adaptive_h, self.args.gradient_accumulation_steps
+        totals = self.accelerator.reduce(torch.stack(self._step_ess).sum(dim=0), reduction="sum")
+        self._step_ess = []
+        step_in_outer = (self._step // ga - 1) % rule.max_h
+        closed = len(rule.h_history)
+        rows_per_step = self.args.per_device_train_batch_size * ga
+        if rule.after_optimizer_step(step_in_outer, (totals[0] / totals[1]).item(), rows_per_step):
+            self._resample_from = self._step % self.args.steps_per_generation
+        metrics = self._metrics["train"]
+        if len(rule.h_history) > closed:  # TRL logs an empty metric as None: add `rapid/h` only when a sample closed
+            metrics["rapid/h"].extend(float(h) for h in rule.h_history[closed:])
+        metrics["rapid/resamples"].append(float(rule.resamples))
+        metrics["rapid/wasted_completions"].append(float(rule.wasted_rows * self.accelerator.num_processes))
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # 4. Fault tolerance: no non-finite update, no non-finite or partial checkpoint, no resume from a partial one
+    # ---------------------------------------------------------------------------------------------------------------
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Extends transformers 5.17 `Trainer._get_grad_norm`, called once per optimizer step just before
+        # `optimizer.step()`: a non-finite norm (all processes see the same one) means the update would write NaN.
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if not is_finite_norm(grad_norm):
+            self._skipped_updates += 1
+            skip_update(model, self.state.global_step, grad_norm, self._skipped_updates)
+        return grad_norm
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Extends TRL 1.16: every training log carries the running count of skipped updates.
+        self._flush_weight_diagnostics()  # RAPID's weight diagnostics, buffered on the device since the last log
+        if self.model.training and "loss" in logs:
+            logs["rapid/skipped_updates"] = float(self._skipped_updates)
+        super().log(logs, start_time)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        # Extends transformers 5.17: weights holding NaN or inf are never written (NonFiniteWeightsError instead).
+        check_finite_weights(self.model, self.accelerator, f"the model to {output_dir or self.args.output_dir}")
+        super().save_model(output_dir, _internal_call)
+
+    def _save_checkpoint(self, model, trial):
+        # Replaces TRL 1.16 `GRPOTrainer._save_checkpoint` and transformers 5.17 `Trainer._save_checkpoint` (both
+        # mirrored in checkpoints.py): written into tmp-checkpoint-<step>, renamed to checkpoint-<step> when complete.
+        save_checkpoint(self, model, trial)
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        # Extends transformers 5.17: `resume_from_checkpoint=True` takes the newest complete checkpoint (skipping
+        # partial ones with a warning); a named partial checkpoint is an error before any work.
+        resume = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        return super().train(resume_from_checkpoint=resume, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval,
+                             **kwargs)

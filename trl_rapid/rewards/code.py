@@ -12,15 +12,19 @@ Dataset columns (as in the Hub dataset `evalplus/mbppplus`, which `trl_rapid.dat
 Which tests run is chosen with `make_code_reward(test_mode=...)`: "all" (default, base + plus, the official MBPP+ pass
 criterion), "base" (`test_list` only) or "plus" (`test` only). `tests` is used whenever the MBPP+ columns are absent.
 
-Reward: 1.0 iff the program (solution, then tests) exits 0 and writes the harness's success marker after the last
-assert; 0.0 otherwise (wrong answer, exception, timeout, resource limit, `sys.exit` before the tests, no code);
-`None` when a row has no tests at all ("not applicable", which TRL turns into NaN and ignores).
+Reward: 1.0 iff the verdict process ran every test against the solution's functions and reported its private token;
+0.0 otherwise (wrong answer, exception, timeout, resource limit, a value that is not plain data, `sys.exit` before the
+tests, no code, or any failure while scoring that completion, logged with status "error"); `None` when a row has no
+tests at all ("not applicable", which TRL turns into NaN and ignores). The statuses go to `log_extra("code_status")`.
 
-Execution never happens in the calling process: see `trl_rapid.rewards.sandbox` for the isolation and its limits.
+The solution runs in a sandboxed process of its own; the tests run in another that calls the solution's top-level
+functions over a plain-data pipe (so a solution cannot patch the checks, forge the verdict or read the tests). See
+`trl_rapid.rewards.sandbox` for the isolation, what crosses the pipe, and the limits.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -28,6 +32,7 @@ from collections.abc import Callable, Sequence
 from .sandbox import ExecutionResult, Sandbox, SandboxConfig
 from .utils import completion_text
 
+logger = logging.getLogger(__name__)
 _TEST_MODES = ("all", "base", "plus")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _PY_LANGS = {"python", "py", "python3", "py3", ""}
@@ -110,27 +115,43 @@ def make_code_reward(
         **kwargs,
     ) -> list[float | None]:
         jobs: list[tuple[str, str]] = []
-        job_index: list[int | None] = []
+        job_index: list[int | str] = []  # index into jobs, or the status of a completion that is not run
         for i, completion in enumerate(completions):
-            program_tests = build_tests(
-                _column(test_list, i), _column(test, i), _column(test_imports, i), _column(tests, i), mode=test_mode
-            )
-            solution = extract_code(completion_text(completion))
+            try:
+                program_tests = build_tests(
+                    _column(test_list, i), _column(test, i), _column(test_imports, i), _column(tests, i),
+                    mode=test_mode,
+                )
+                solution = extract_code(completion_text(completion))
+            except Exception as exc:  # a malformed row or completion scores 0; it never ends the training run
+                logger.warning("code reward: completion %d could not be prepared: %s: %s", i, type(exc).__name__, exc)
+                job_index.append("error")
+                continue
             if program_tests is None:
-                job_index.append(None)
+                job_index.append("no_tests")
             else:
                 job_index.append(len(jobs))
                 jobs.append((solution, program_tests))
-        results: list[ExecutionResult] = sandbox.run_many(jobs)
+        try:
+            results: list[ExecutionResult] = sandbox.run_many(jobs)
+        except Exception as exc:  # Sandbox.run never raises; this guards the thread pool itself
+            logger.warning("code reward: scoring failed: %s: %s", type(exc).__name__, exc)
+            results = [ExecutionResult(False, "error", None, 0.0) for _ in jobs]
         rewards: list[float | None] = []
         statuses: list[str] = []
         for idx in job_index:
-            if idx is None:
+            if idx == "no_tests":
                 rewards.append(None)
                 statuses.append("no_tests")
+            elif isinstance(idx, str):
+                rewards.append(0.0)
+                statuses.append(idx)
             else:
                 rewards.append(1.0 if results[idx].passed else 0.0)
                 statuses.append(results[idx].status)
+        if any(status == "error" for status in statuses):
+            logger.warning("code reward: %d completion(s) scored 0 because of a sandbox error (status 'error')",
+                           statuses.count("error"))
         if log_extra is not None:
             log_extra("code_status", statuses)
         return rewards

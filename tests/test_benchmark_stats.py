@@ -1,0 +1,211 @@
+"""The benchmark's statistics (intervals, paired bootstrap, time-to-target), its learning-rate sweep and method
+variants, and the configs that use them; no training here."""
+
+import statistics
+from pathlib import Path
+
+import pytest
+
+from trl_rapid import benchmark as B
+from trl_rapid.benchmark import stats as S
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "configs" / "bench"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pure statistics
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("df, expected", [(1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (29, 2.045)])
+def test_t_quantile_matches_the_table(df, expected):
+    # Two-sided 95 % critical values of Student's t (any statistics textbook's table; scipy.stats.t.ppf(0.975, df)).
+    assert S.t_quantile(0.975, df) == pytest.approx(expected, abs=5e-4)
+    assert S.t_quantile(0.025, df) == pytest.approx(-expected, abs=5e-4)
+    assert S.t_cdf(0.0, df) == pytest.approx(0.5)
+
+
+def test_t_interval_on_known_data():
+    ci = S.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    # mean 3, s = sqrt(2.5), half-width t_{0.975,4} · s / sqrt(5) = 2.7764 · 1.5811 / 2.2361 = 1.9632
+    assert ci["mean"] == 3.0 and ci["n"] == 5 and ci["method"] == "t"
+    assert ci["low"] == pytest.approx(3 - 1.9632, abs=1e-3) and ci["high"] == pytest.approx(3 + 1.9632, abs=1e-3)
+    wider = S.t_interval([1.0, 2.0, 3.0, 4.0, 5.0], confidence=0.99)
+    assert wider["low"] < ci["low"] and wider["high"] > ci["high"]
+    assert S.t_interval([0.7])["low"] is None  # one seed: no interval, said so rather than invented
+    assert S.t_interval([None, float("nan")])["n"] == 0
+
+
+def test_bootstrap_is_reproducible_and_covers_the_true_difference():
+    diffs = [0.1 + e for e in (-0.04, -0.02, 0.0, 0.02, 0.04)]  # true mean difference 0.1
+    a = S.bootstrap_ci(diffs, resamples=4000, seed=7)
+    assert a == S.bootstrap_ci(diffs, resamples=4000, seed=7)  # same seed, same interval
+    assert a != S.bootstrap_ci(diffs, resamples=4000, seed=8)
+    assert a["low"] < 0.1 < a["high"] and a["low"] > 0  # covers the truth, excludes "no difference"
+    assert a["mean"] == pytest.approx(0.1) and a["resamples"] == 4000
+    # The bootstrap's percentile interval of a mean sits inside the data's range and near the t-interval.
+    t = S.t_interval(diffs)
+    assert min(diffs) <= a["low"] and a["high"] <= max(diffs)
+    assert t["low"] < a["low"] and a["high"] < t["high"]  # n = 5: the t-interval is the wider, as expected
+    flat = S.bootstrap_ci([0.25] * 5, resamples=100)
+    assert flat["low"] == flat["high"] == 0.25
+
+
+CURVE = [{"step": 0, "wall_s": 0.0, "completions": 0, "reward": 0.2},
+         {"step": 32, "wall_s": 4.0, "completions": 1024, "reward": 0.55},
+         {"step": 64, "wall_s": 8.5, "completions": 2048, "reward": 0.5},
+         {"step": 96, "wall_s": 12.0, "completions": 3072, "reward": 0.7}]
+
+
+def test_time_to_target_on_a_hand_made_curve():
+    assert S.time_to_target(CURVE, 0.5) == 4.0  # the first evaluation at or above the target, not a later one
+    assert S.time_to_target(CURVE, 0.55) == 4.0  # "at" counts
+    assert S.time_to_target(CURVE, 0.6) == 12.0
+    assert S.time_to_target(CURVE, 0.6, key="completions") == 3072
+    assert S.time_to_target(CURVE, 0.1) == 0.0  # already there before training
+    assert S.time_to_target(CURVE, 0.71) is None  # never reached
+    assert S.time_to_target(list(reversed(CURVE)), 0.6) == 12.0  # order of the points does not matter
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Summaries over hand-made runs: per learning rate, never-reached seeds reported, paired differences
+# ---------------------------------------------------------------------------------------------------------------------
+def _run(cfg, arm, seed, rewards, total=10.0, diagnostics=None):
+    method = next(m for m in cfg["plan"]["methods"] if m["name"] == arm["method"])
+    points = [{"step": 32 * i, "completions": 1024 * i, "wall_s": total * i / (len(rewards) - 1), "reward": r}
+              for i, r in enumerate(rewards)]
+    times = {"total": total, "generation": total / 2, "training": total / 2 - 1, "other": 1.0, "sampling": 1.0,
+             "optimizer": 0.5, "setup": 0.5, "eval": 1.0}
+    return {"method": method["name"], "arm": arm["name"], "learning_rate": arm["learning_rate"],
+            "label": method["label"], "trainer": method["trainer"], "h": method["h"], "seed": seed, "times": times,
+            "counts": {"completions": 4096, "generation_calls": 4, "optimizer_steps": 128},
+            "throughput": {"completions_per_s": 1.0, "completion_tokens_per_s": 1.0, "tokens_per_s": 1.0},
+            "memory": {"peak_rss_mib": 100.0, "cuda": None},
+            "eval": {"points": points, "final_reward": rewards[-1], "initial_reward": rewards[0]},
+            "diagnostics": diagnostics or {}, "config": {"scale_rewards": "group"}}
+
+
+def _plan(lrs=(1e-4, 4e-4)):
+    return B.load_config(BENCH / "cpu_headroom.yaml", {
+        "seeds": [0, 1, 2], "learning_rates": list(lrs), "budget": {"total_completions": 4096},
+        "methods": {"grpo_off_policy_h": [8], "rapid_h": [8]}})
+
+
+def test_summary_per_learning_rate_with_targets_and_paired_differences():
+    cfg = _plan()
+    arms = {a["name"]: a for a in cfg["plan"]["arms"]}
+    assert list(arms) == [f"{m}@lr={lr}" for lr in ("0.0001", "0.0004")
+                          for m in ("grpo_on_policy", "grpo_off_policy_H8", "rapid_H8")]
+    curves = {  # (a) ends at 0.6 on average at lr 1e-4; RAPID gets there; (b) never does on seed 2
+        "grpo_on_policy": [[0.2, 0.5, 0.6], [0.2, 0.6, 0.5], [0.2, 0.4, 0.7]],
+        "grpo_off_policy_H8": [[0.2, 0.6, 0.6], [0.2, 0.5, 0.6], [0.2, 0.3, 0.4]],
+        "rapid_H8": [[0.2, 0.7, 0.8], [0.2, 0.6, 0.7], [0.2, 0.6, 0.6]],
+    }
+    runs = []
+    for name, arm in arms.items():
+        for seed in range(3):
+            rewards = curves[arm["method"]][seed]
+            if arm["learning_rate"] == 4e-4:
+                rewards = [r / 2 for r in rewards]
+            diag = {"rapid/ess": 0.9 - seed * 0.1} if arm["method"] == "rapid_H8" else None
+            runs.append(_run(cfg, arm, seed, rewards, diagnostics=diag))
+    summary = S.summarize(runs, {}, cfg)
+    assert list(summary) == list(arms)
+    a, b, c = (summary[f"{m}@lr=0.0001"] for m in ("grpo_on_policy", "grpo_off_policy_H8", "rapid_H8"))
+    assert a["time_to_target"]["target"] == pytest.approx(0.6)
+    assert summary["rapid_H8@lr=0.0004"]["time_to_target"]["target"] == pytest.approx(0.3)  # per learning rate
+    # (b): seeds 0, 1 reach 0.6 at their 2nd / 3rd evaluation (5 s, 10 s); seed 2 never does, and is reported so.
+    assert b["time_to_target"]["per_seed"] == {"0": 5.0, "1": 10.0, "2": None}
+    assert (b["time_to_target"]["reached"], b["time_to_target"]["runs"]) == (2, 3)
+    assert b["time_to_target"]["wall_s"]["mean"] == 7.5 and b["time_to_target"]["wall_s"]["n"] == 2
+    assert c["time_to_target"]["per_seed"] == {"0": 5.0, "1": 5.0, "2": 5.0}
+    assert c["final_reward_ci"]["mean"] == pytest.approx(0.7)
+    assert c["final_reward_ci"]["low"] < 0.7 < c["final_reward_ci"]["high"]
+    # RAPID − (b) at H = 8, same learning rate, paired by seed: 0.2, 0.1, 0.2.
+    vs = c["vs_b"]
+    assert vs["against"] == "grpo_off_policy_H8@lr=0.0001" and vs["seeds"] == [0, 1, 2]
+    assert vs["per_seed"] == pytest.approx([0.2, 0.1, 0.2])
+    assert vs["bootstrap"]["low"] >= 0.1 - 1e-12 and vs["bootstrap"]["high"] <= 0.2 + 1e-12
+    assert vs["t"]["mean"] == pytest.approx(statistics.fmean([0.2, 0.1, 0.2]))
+    assert "vs_b" not in b and "vs_b" not in a
+    assert c["diagnostics"]["rapid/ess"]["mean"] == pytest.approx(0.8)
+    assert a["diagnostics"] == {}
+    # Ratios to (a) are taken against (a) at the same learning rate.
+    assert summary["rapid_H8@lr=0.0004"]["ratio_to_a"]["final_reward"]["mean"] == pytest.approx(
+        statistics.fmean([0.4 / 0.3, 0.35 / 0.25, 0.3 / 0.35]))
+    table = B.format_table({"config": cfg, "summary": summary, "ideal": {"per_seed": {}},
+                            "model": {"kind": "warm_start", "weights": "SFT", "note": None},
+                            "machine": {"cpus_usable": 2, "cpu_model": "x", "cuda": None, "torch": "t",
+                                        "transformers": "t", "trl": "t"},
+                            "load_average": {"before": [0], "after": [0]}, "command": "test", "runs": runs,
+                            "checks": {"same_completions": True, "same_optimizer_steps": True,
+                                       "same_prompt_order": True}})
+    assert "### Learning rate 0.0001 (target 0.600)" in table and "### Learning rate 0.0004" in table
+    assert "| 2/3 |" in table and "ESS / G" in table
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Configuration: sweeps, variants, the committed configs
+# ---------------------------------------------------------------------------------------------------------------------
+def test_variants_carry_their_own_trainer_arguments():
+    cfg = B.load_config(BENCH / "cpu_headroom.yaml", {"methods": {"rapid_variants": [
+        {"name": "rapid_H8_eta3", "h": 8, "args": {"eta": 3.0}},
+        {"name": "grpo_H8_eps", "h": 8, "trainer": "grpo", "args": {"epsilon": 0.1}},
+    ]}})
+    methods = {m["name"]: m for m in cfg["plan"]["methods"]}
+    v = methods["rapid_H8_eta3"]
+    assert v["args"] == {"eta": 3.0} and v["n_inference"] == 8 * 32
+    config = B._make_config(cfg, dict(v, learning_rate=4e-4), seed=0, output_dir="unused")
+    assert config.eta == 3.0 and config.optimizer_steps_per_generation == 8 and config.learning_rate == 4e-4
+    assert B._make_config(cfg, methods["rapid_H8"], seed=0, output_dir="unused").eta == 2.0  # the shared rapid:
+    assert B._make_config(cfg, methods["grpo_H8_eps"], seed=0, output_dir="unused").epsilon == 0.1
+    # A variant may override H itself (issue 9's adaptive H will): its args win over `h`.
+    over = dict(v, args={"optimizer_steps_per_generation": 4})
+    assert B._make_config(cfg, over, seed=0, output_dir="unused").optimizer_steps_per_generation == 4
+
+
+def test_a_bad_variant_fails_before_any_run_naming_it():
+    from trl_rapid.benchmark.workers import check_method_configs
+
+    cfg = B.load_config(BENCH / "cpu_headroom.yaml", {"methods": {"rapid_variants": [
+        {"name": "rapid_typo", "h": 8, "args": {"no_such_field": 1}}]}})
+    with pytest.raises(ValueError, match="rapid_typo"):
+        check_method_configs(cfg)
+    for bad, match in [({"name": "x", "h": 0}, "h must be an integer"), ({"h": 8}, "name"),
+                       ({"name": "x", "h": 8, "argz": {}}, "unknown keys"),
+                       ({"name": "rapid_H8", "h": 8}, "unique"),
+                       ({"name": "x", "h": 8, "trainer": "ppo"}, "trainer")]:
+        with pytest.raises(ValueError, match=match):
+            B.load_config(BENCH / "cpu_headroom.yaml", {"methods": {"rapid_variants": [bad]}})
+    for bad in ([], ["fast"], [1e-4, 1e-4], [-1.0]):
+        with pytest.raises(ValueError, match="learning_rates"):
+            B.load_config(BENCH / "cpu_headroom.yaml", {"learning_rates": bad})
+
+
+def test_headroom_config_plans_the_comparison():
+    cfg = B.load_config(BENCH / "cpu_headroom.yaml")
+    plan = cfg["plan"]
+    assert cfg["model"]["kind"] == "warm_start" and cfg["task"]["name"] == "sort_digits"
+    assert len(cfg["seeds"]) >= 5 and plan["learning_rates"] == [1e-4, 4e-4]
+    hs = {(m["trainer"], m["h"]) for m in plan["methods"]}
+    assert {("grpo", h) for h in (1, 2, 4, 8, 16)} | {("rapid", h) for h in (2, 4, 8, 16)} <= hs
+    assert len(plan["arms"]) == 2 * len(plan["methods"])
+    total = cfg["budget"]["total_completions"]
+    assert {m["generation_calls"] * m["n_inference"] for m in plan["methods"]} == {total}  # equal budgets
+    assert plan["eval_every_steps"] % 16 == 0
+    assert cfg["task"]["num_digits"] == cfg["model"]["recipe"]["num_digits"]
+
+
+@pytest.mark.parametrize("name", ["gpu_qwen05b.yaml", "gpu_qwen05b_hf.yaml", "gpu_headroom.yaml"])
+def test_gpu_configs_load_and_every_arm_builds(name):
+    from trl_rapid.benchmark.workers import check_method_configs
+
+    cfg = B.load_config(BENCH / name)
+    assert cfg["isolation"] == "spawn" and cfg["training"]["bf16"] is True
+    check_method_configs(cfg, bf16=False)  # bf16 itself needs the GPU; every other argument is checked here
+    assert "UNTESTED" in (BENCH / name).read_text()  # says so until it has run on a GPU
+
+
+def test_dry_run_prints_the_plan(capsys):
+    assert B.main(["--config", str(BENCH / "cpu_headroom.yaml"), "--seeds", "0", "--dry_run"]) is None
+    out = capsys.readouterr().out
+    assert "18 arms × 1 seeds = 18 runs" in out and '"learning_rates"' in out

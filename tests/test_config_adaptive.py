@@ -1,0 +1,52 @@
+"""RapidConfig fields of adaptive H and the baseline forms: resolution and the errors bad values give."""
+
+import pytest
+from transformers import HfArgumentParser
+
+from trl_rapid import RapidConfig
+
+
+def make(**kwargs):
+    base = dict(output_dir="unused", report_to="none", use_cpu=True, bf16=False, per_device_train_batch_size=8,
+                num_generations=4, gradient_accumulation_steps=2)
+    base.update(kwargs)
+    return RapidConfig(**base)
+
+
+def test_auto_sizes_the_inference_batch_from_the_maximum_h():
+    args = make(optimizer_steps_per_generation="auto", max_optimizer_steps_per_generation=6)
+    assert args.adaptive_h
+    assert args.num_optimizer_steps_per_generation == 6
+    assert args.steps_per_generation == 12 and args.generation_batch_size == 6 * 8 * 2
+    assert not make(optimizer_steps_per_generation=4).adaptive_h
+
+
+def test_auto_and_baseline_parse_from_the_command_line():
+    parser = HfArgumentParser(RapidConfig)
+    argv = ["--output_dir", "x", "--use_cpu", "--report_to", "none", "--per_device_train_batch_size", "8",
+            "--num_generations", "4", "--baseline", "leave_one_out"]
+    (auto,) = parser.parse_args_into_dataclasses(argv + ["--optimizer_steps_per_generation", "auto"])
+    assert auto.adaptive_h and auto.baseline == "leave_one_out"
+    (fixed,) = parser.parse_args_into_dataclasses(argv + ["--optimizer_steps_per_generation", "8"])
+    assert fixed.optimizer_steps_per_generation == 8 and fixed.steps_per_generation == 8
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(baseline="mean"), "baseline"),
+        (dict(optimizer_steps_per_generation="often"), "optimizer_steps_per_generation"),
+        (dict(optimizer_steps_per_generation="auto", max_optimizer_steps_per_generation=1),
+         "max_optimizer_steps_per_generation"),
+        (dict(optimizer_steps_per_generation="auto", max_optimizer_steps_per_generation=True),
+         "max_optimizer_steps_per_generation"),
+        (dict(optimizer_steps_per_generation="auto", adaptive_ess_threshold=0.0), "adaptive_ess_threshold"),
+        (dict(optimizer_steps_per_generation="auto", adaptive_ess_threshold=1.5), "adaptive_ess_threshold"),
+        (dict(optimizer_steps_per_generation="auto", adaptive_ess_threshold=float("nan")), "adaptive_ess_threshold"),
+        (dict(optimizer_steps_per_generation="auto", steps_per_generation=8), "steps_per_generation"),
+        (dict(optimizer_steps_per_generation="auto", num_iterations=2), "num_iterations"),
+    ],
+)
+def test_bad_values_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        make(**kwargs)

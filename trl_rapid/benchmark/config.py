@@ -1,0 +1,181 @@
+"""Benchmark configuration: `configs/bench/*.yaml` over the defaults, checked, and the run plan derived from it."""
+
+from __future__ import annotations
+
+import math
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHOD_A = "grpo_on_policy"
+
+
+DEFAULTS: dict[str, Any] = {
+    "name": "benchmark",
+    "model": {"kind": "tiny", "path": None, "seed": 0},
+    "task": {"name": "repeat_digit", "num_train_prompts": 4000, "num_eval_prompts": 100, "train_seed": 0,
+             "eval_seed": 1},
+    "budget": {"total_completions": None},
+    "seeds": [0, 1, 2],
+    "methods": {"grpo_on_policy": True, "grpo_off_policy_h": [8], "rapid_h": [1, 2, 4, 8]},
+    "eval": {"every_steps": None, "points": 8, "max_new_tokens": None, "batch_size": 64},
+    "ideal": {"enabled": True, "generation_batch_sizes": None},
+    "isolation": "forkserver",
+    "torch_threads": None,
+    # A sweep over learning rates: every method × seed runs at each; null = training.learning_rate alone.
+    "learning_rates": None,
+    "stats": {"confidence": 0.95, "bootstrap_resamples": 10000, "bootstrap_seed": 0},
+    "training": {},
+    "grpo": {},
+    "rapid": {},
+}
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = deepcopy(base)
+    for key, value in (update or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
+    """Read a `configs/bench/*.yaml` file over the defaults, apply `overrides` and derive the run plan."""
+    raw = yaml.safe_load(Path(path).read_text()) if path else {}
+    unknown = set(raw or {}) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"Unknown top-level keys in {path}: {sorted(unknown)}. Known: {sorted(DEFAULTS)}.")
+    cfg = _merge(DEFAULTS, raw or {})
+    cfg = _merge(cfg, overrides or {})
+    return resolve(cfg)
+
+
+def resolve(cfg: dict) -> dict:
+    """Check the budget and fill in N_step, the method list, optimizer steps and the evaluation schedule."""
+    train = cfg["training"]
+    group = train.get("num_generations", 8)
+    per_device = train.get("per_device_train_batch_size", 8)
+    ga = train.get("gradient_accumulation_steps", 1)
+    n_step = per_device * ga  # one process: the benchmark measures a single trainer process
+    if (per_device * ga) % group:
+        raise ValueError(f"per_device_train_batch_size × gradient_accumulation_steps = {n_step} must be a multiple of "
+                         f"num_generations = {group} (RapidConfig requires whole groups per optimizer step).")
+    methods = plan_methods(cfg["methods"])
+    hs = sorted({m["h"] for m in methods})
+    total = cfg["budget"]["total_completions"]
+    if total is None:
+        raise ValueError("budget.total_completions is required.")
+    lcm_h = math.lcm(*hs)
+    if total % (n_step * lcm_h):
+        raise ValueError(f"budget.total_completions = {total} must be a multiple of N_step × lcm(H) = {n_step} × "
+                         f"{lcm_h} = {n_step * lcm_h}, so that every method runs whole outer steps.")
+    steps = total // n_step
+    every = cfg["eval"]["every_steps"]
+    if every is None:
+        points = max(1, int(cfg["eval"]["points"]))
+        every = max(lcm_h, (steps // points) // lcm_h * lcm_h)
+    if every % lcm_h:
+        raise ValueError(f"eval.every_steps = {every} must be a multiple of every H (lcm = {lcm_h}), so that "
+                         "evaluations fall on outer-step boundaries of all methods.")
+    if cfg["isolation"] not in ("forkserver", "spawn", "inprocess"):
+        raise ValueError(f"isolation must be forkserver, spawn or inprocess, got {cfg['isolation']!r}.")
+    if not cfg["seeds"]:
+        raise ValueError("seeds must list at least one seed.")
+    lrs = plan_learning_rates(cfg["learning_rates"], train)
+    cfg["plan"] = {
+        "num_generations": group,
+        "n_step": n_step,
+        "optimizer_steps": steps,
+        "eval_every_steps": every,
+        "eval_max_new_tokens": cfg["eval"]["max_new_tokens"] or train.get("max_completion_length", 256),
+        "methods": [dict(m, n_inference=m["h"] * n_step, generation_calls=total // (m["h"] * n_step))
+                    for m in methods],
+        "learning_rates": lrs,
+        # One arm per method × learning rate; with a single learning rate an arm is named as its method.
+        "arms": [{"name": arm_name(m["name"], lr, len(lrs)), "method": m["name"], "learning_rate": lr}
+                 for lr in lrs for m in methods],
+    }
+    return cfg
+
+
+def arm_name(method: str, lr: float, num_lrs: int) -> str:
+    return method if num_lrs == 1 else f"{method}@lr={lr:g}"
+
+
+def plan_learning_rates(value, training: dict) -> list[float]:
+    if value is None:
+        return [float(training.get("learning_rate", 1e-6))]  # GRPOConfig's default when the config sets none
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"learning_rates must be a non-empty list of positive numbers (or null), got {value!r}.")
+    lrs = []
+    for lr in value:
+        try:
+            lr = float(lr)
+        except (TypeError, ValueError):
+            raise ValueError(f"learning_rates: {lr!r} is not a number; write e.g. [1.0e-4, 4.0e-4].") from None
+        if not lr > 0 or not math.isfinite(lr):
+            raise ValueError(f"learning_rates: {lr!r} must be a positive, finite number.")
+        lrs.append(lr)
+    if len(set(lrs)) != len(lrs):
+        raise ValueError(f"learning_rates lists a value twice: {value!r}.")
+    return lrs
+
+
+def plan_methods(methods_cfg: dict) -> list[dict]:
+    methods = []
+    if methods_cfg.get("grpo_on_policy", True):
+        methods.append({"name": METHOD_A, "trainer": "grpo", "h": 1,
+                        "label": "(a) TRL GRPO on-policy"})
+    for h in methods_cfg.get("grpo_off_policy_h") or []:
+        if int(h) < 2:
+            raise ValueError("grpo_off_policy_h values must be >= 2 (H = 1 is method (a)).")
+        methods.append({"name": f"grpo_off_policy_H{h}", "trainer": "grpo", "h": int(h),
+                        "label": f"(b) TRL GRPO, generation batch H={h}"})
+    for h in methods_cfg.get("rapid_h") or []:
+        methods.append({"name": f"rapid_H{h}", "trainer": "rapid", "h": int(h), "label": f"(c) RAPID H={h}"})
+    methods += [plan_variant(v, i) for i, v in enumerate(methods_cfg.get("rapid_variants") or [])]
+    names = [m["name"] for m in methods]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Method names must be unique; {duplicates} appear twice (rename the rapid_variants entry).")
+    if not methods:
+        raise ValueError("No methods selected.")
+    if methods[0]["name"] != METHOD_A:
+        raise ValueError("Method (a) grpo_on_policy is the reference of every ratio: keep methods.grpo_on_policy true.")
+    return methods
+
+
+VARIANT_KEYS = {"name", "h", "args", "label", "trainer"}
+
+
+def plan_variant(variant: dict, index: int) -> dict:
+    """A `methods.rapid_variants` entry: {name, h, args, label?, trainer?}. `args` are passed to RapidConfig (or, with
+    `trainer: grpo`, to GRPOConfig) as they are, after the shared `training:` and `rapid:` arguments, so new trainer
+    fields (e.g. issue 9's `baseline`, adaptive H) are benchmarked by config alone. `h` sets
+    optimizer_steps_per_generation (steps_per_generation for grpo) unless `args` overrides it; it also sizes the
+    method's generation batch in the plan (with an adaptive H, give its maximum)."""
+    where = f"methods.rapid_variants[{index}]"
+    if not isinstance(variant, dict):
+        raise ValueError(f"{where} must be a mapping like {{name: rapid_h8_loo, h: 8, args: {{...}}}}, "
+                         f"got {variant!r}.")
+    unknown = set(variant) - VARIANT_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(VARIANT_KEYS)}.")
+    name = variant.get("name")
+    if not isinstance(name, str) or not name or "@" in name or "/" in name:
+        raise ValueError(f"{where}.name must be a non-empty string without '@' or '/', got {name!r}.")
+    h = variant.get("h")
+    if not isinstance(h, int) or isinstance(h, bool) or h < 1:
+        raise ValueError(f"{where}.h must be an integer >= 1 (the H that sizes its generation batch), got {h!r}.")
+    args = variant.get("args") or {}
+    if not isinstance(args, dict):
+        raise ValueError(f"{where}.args must be a mapping of RapidConfig arguments, got {args!r}.")
+    trainer = variant.get("trainer", "rapid")
+    if trainer not in ("rapid", "grpo"):
+        raise ValueError(f"{where}.trainer must be 'rapid' or 'grpo', got {trainer!r}.")
+    label = variant.get("label") or f"({'c' if trainer == 'rapid' else 'b'}) {name}"
+    return {"name": name, "trainer": trainer, "h": h, "label": label, "args": dict(args)}

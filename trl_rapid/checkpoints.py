@@ -1,0 +1,242 @@
+"""Checkpoints that are complete or absent, resume that never picks a partial one, and no non-finite weights on disk.
+
+transformers 5.17 writes `checkpoint-<step>` file by file, `trainer_state.json` last. A run killed in between
+(`kill -9`, an out-of-memory kill, a pre-empted node) leaves a folder with some files empty or missing, and
+`get_last_checkpoint` picks it because it only looks at the folder name. Here:
+
+- `save_checkpoint` (RapidTrainer's `_save_checkpoint`) writes every file into `tmp-checkpoint-<step>` and renames it
+  to `checkpoint-<step>` once all processes have written theirs. A rename within one folder is atomic, and the `tmp-`
+  prefix matches neither `get_last_checkpoint` nor checkpoint rotation, so a killed save leaves only a `tmp-` folder,
+  removed by the next save.
+- `resolve_resume_checkpoint` replaces `get_last_checkpoint` for `resume_from_checkpoint=True` (and the script's
+  `--resume_from_checkpoint true`): it takes the newest *complete* checkpoint and warns about each partial one it skips
+  (left by a plain `Trainer`, or by an older trl-rapid).
+- `check_finite_weights` refuses to write weights holding NaN or ±inf: such a checkpoint would destroy every run
+  resumed from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
+from transformers.training_args import ParallelMode
+
+STAGING_PREFIX = "tmp-"  # tmp-checkpoint-<step>: being written
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+LAST = ("true", "last", "latest")  # `--resume_from_checkpoint true`: the newest complete checkpoint of output_dir
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """The model holds NaN or ±inf: writing it would produce a checkpoint no run can resume from."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(trainer, model, trial) -> None:
+    """Mirrors TRL 1.16 `GRPOTrainer._save_checkpoint` and the transformers 5.17 `Trainer._save_checkpoint` it extends,
+    writing into `tmp-checkpoint-<step>` and renaming it to `checkpoint-<step>` once every process has written its
+    files. Rotation and hub pushes see only complete folders."""
+    args, state = trainer.args, trainer.state
+    # TRL: the model card goes with every checkpoint.
+    trainer.create_model_card(model_name=Path(args.output_dir).name if args.hub_model_id is None
+                              else args.hub_model_id.split("/")[-1])
+    checkpoint_folder = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+    if trainer.hp_search_backend is None and trial is None:
+        trainer.store_flos()
+
+    run_dir = trainer._get_output_dir(trial=trial)
+    output_dir = os.path.join(run_dir, checkpoint_folder)
+    staging = os.path.join(run_dir, STAGING_PREFIX + checkpoint_folder)
+    if args.should_save:
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while writing this step
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(staging, _internal_call=True)
+
+    if args.save_strategy in [SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST] and state.best_global_step:
+        if args.parallel_mode == ParallelMode.DISTRIBUTED:
+            trainer.accelerator.wait_for_everyone()
+        best_checkpoint_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}")
+        # The folder being written counts: it exists under its final name once renamed below.
+        if best_checkpoint_dir == output_dir or os.path.exists(best_checkpoint_dir):
+            state.best_model_checkpoint = best_checkpoint_dir
+
+    if not args.save_only_model:
+        trainer._save_optimizer_and_scheduler(staging)
+        trainer._save_scaler(staging)
+        trainer._save_rng_state(staging)
+
+    if args.should_save:
+        for callback in [cb for cb in trainer.callback_handler.callbacks + [trainer.control]
+                         if isinstance(cb, ExportableState)]:
+            name, callback_state = callback.__class__.__name__, callback.state()
+            if isinstance(state.stateful_callbacks[name], list):
+                state.stateful_callbacks[name].append(callback_state)
+            else:
+                state.stateful_callbacks[name] = callback_state
+        state.save_to_json(os.path.join(staging, TRAINER_STATE_NAME))
+    if getattr(trainer, "use_adaptive_entropy", False) and args.should_save:  # TRL: adaptive entropy control's state
+        with open(os.path.join(staging, "entropy_ctrl_state.json"), "w") as f:
+            json.dump({"entropy_coef": trainer.entropy_coef, "last_world_entropy": trainer._last_world_entropy}, f)
+
+    trainer.accelerator.wait_for_everyone()  # every process has written its files (rng states, shards)
+    if args.should_save:
+        publish(staging, output_dir)
+    trainer.accelerator.wait_for_everyone()
+
+    if args.push_to_hub:
+        trainer._push_from_checkpoint(output_dir)
+    if args.should_save:
+        rotate_checkpoints(output_dir=run_dir, save_total_limit=args.save_total_limit,
+                           best_model_checkpoint=state.best_model_checkpoint, use_mtime=True)
+
+
+def publish(staging: str, final: str) -> None:
+    """Make `staging` durable, then rename it to `final` (replacing an older folder of that name)."""
+    if not os.path.isdir(staging):
+        if os.path.isdir(final):
+            return  # another process sharing this folder (save_on_each_node) published it
+        raise FileNotFoundError(f"Checkpoint staging folder {staging} disappeared before it was complete.")
+    _fsync_tree(staging)
+    replaced = None
+    if os.path.exists(final):  # a second save at the same step: os.rename cannot replace a non-empty folder
+        replaced = staging + "-replaced"
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.rename(final, replaced)
+    os.rename(staging, final)
+    _fsync_dir(os.path.dirname(final) or ".")
+    if replaced:
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _fsync_tree(folder: str) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(root)
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+@torch.no_grad()
+def check_finite_weights(model, accelerator, what: str) -> None:
+    """Raise NonFiniteWeightsError, on every process, if any parameter this run holds is NaN or ±inf."""
+    bad, total, first = 0, 0, None
+    for name, param in model.named_parameters():
+        local = param.to_local() if hasattr(param, "to_local") else param  # FSDP2 shards are DTensors
+        total += 1
+        if local.numel() and not torch.isfinite(local).all():
+            bad += 1
+            first = first or name
+    # Sharded weights: every process must agree, or one would raise while the others wait in a collective.
+    bad_everywhere = int(accelerator.reduce(torch.tensor(bad, device=accelerator.device), reduction="sum").item())
+    if bad_everywhere:
+        where = f" (first: {first})" if first else ""
+        raise NonFiniteWeightsError(
+            f"Refusing to write {what}: {bad_everywhere} parameter tensor(s) of {total} hold NaN or inf{where}. "
+            "Training diverged; the last complete checkpoint is still on disk. Resume from it with a lower "
+            "learning_rate (or max_grad_norm > 0), and check the reward functions for overflowing values."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """Why `folder` is not a complete checkpoint (a short reason), or None when it is one."""
+    folder = Path(folder)
+    state_file = folder / TRAINER_STATE_NAME
+    if not state_file.is_file():
+        return f"no {TRAINER_STATE_NAME} (transformers writes it last)"
+    try:
+        json.loads(state_file.read_text())
+    except (ValueError, OSError) as error:
+        return f"{TRAINER_STATE_NAME} is unreadable ({error})"
+    empty = sorted(p.name for p in folder.iterdir() if p.is_file() and p.stat().st_size == 0)
+    if empty:
+        return f"empty file(s): {', '.join(empty)}"
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            return f"missing weight shard(s): {', '.join(missing)}"
+    return None
+
+
+def checkpoints_newest_first(folder: str | os.PathLike) -> list[Path]:
+    """The `checkpoint-<step>` folders of `folder`, newest step first (transformers' `get_last_checkpoint` order)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
+    """Like transformers' `get_last_checkpoint`, but skips (with a warning) any checkpoint that is not complete."""
+    for checkpoint in checkpoints_newest_first(folder):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return str(checkpoint)
+        warnings.warn(
+            f"Skipping incomplete checkpoint {checkpoint} ({problem}): it was being written when its run stopped. "
+            "Resuming from the previous complete one; delete the folder once you no longer need it.",
+            stacklevel=2,
+        )
+    return None
+
+
+def resolve_resume_checkpoint(resume, output_dir: str) -> str | None:
+    """The checkpoint to resume from, for `resume_from_checkpoint` given as True / "true" / "last", a checkpoint folder,
+    or a run folder holding `checkpoint-<step>` folders. A named checkpoint that is incomplete is an error."""
+    if resume is None or resume is False:
+        return None
+    if resume is True or (isinstance(resume, str) and resume.strip().lower() in LAST):
+        found = last_complete_checkpoint(output_dir)
+        if found is None:
+            raise ValueError(
+                f"resume_from_checkpoint asks for the last checkpoint, but {output_dir} holds no complete "
+                "checkpoint-<step> folder. Train without resume_from_checkpoint, or point it at a checkpoint folder."
+            )
+        return found
+    path = Path(resume)
+    if path.is_dir() and not _CHECKPOINT.match(path.name) and checkpoints_newest_first(path):
+        return resolve_resume_checkpoint(True, str(path))  # a run folder: its newest complete checkpoint
+    if path.is_dir():
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            with warnings.catch_warnings():  # the error below already says which folder is partial
+                warnings.simplefilter("ignore")
+                fallback = last_complete_checkpoint(path.parent)
+            hint = f"resume_from_checkpoint={fallback}" if fallback else "training from scratch"
+            raise ValueError(
+                f"resume_from_checkpoint={resume} is not a complete checkpoint ({problem}). Use {hint}, or "
+                "resume_from_checkpoint=True for the last complete checkpoint of output_dir."
+            )
+    return str(path)  # a missing path: transformers reports it

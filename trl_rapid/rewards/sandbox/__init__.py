@@ -1,0 +1,103 @@
+"""Score untrusted Python (model completions) against unit tests, in sandboxed processes the trainer never shares.
+
+Two processes per completion, neither of them the trainer:
+
+* the **candidate process** runs the completion: it `exec`s the solution, reports the names of its top-level
+  callables, then serves calls (function name, args, kwargs) over a pipe and answers with the result, or the
+  exception's type name and message. It never sees a test, an expected value or the success token;
+* the **verdict process** runs the tests (MBPP+ base asserts, the "plus" inputs/results loop with numpy, or a generic
+  test script) against proxies of those callables and alone holds the success token, which it writes to a file
+  descriptor only it has, after the last test. Patching `math.isclose`, `numpy.allclose`, `assertEqual`, `exec`,
+  `zip`..., walking frames to the token or reading the tests is therefore impossible from the solution: none of them
+  live in its process.
+
+Only plain data crosses the pipe (`codec.py`: None, bool, int, float incl. inf/nan/-0.0, complex, str, bytes and
+list/tuple/dict/set/frozenset of them, depth/size capped; tagged JSON, never pickle or eval). The verdict process
+rebuilds every value as an exact built-in type, so an object with a rigged `__eq__`, a str subclass or a lazy
+proxy cannot reach a comparison. numpy values and subclasses of plain types (namedtuple, Counter...) are converted
+to plain types in the candidate process; anything else (a generator, an instance of a class the solution defines)
+fails that call and the run (status "protocol_error"), as does any out-of-protocol byte, a wrong call id, a reply
+after the candidate's process died, or a mutation report that no real call could produce.
+
+Semantics the tests see, and their limits:
+
+* a proxy exists for each reported name that is an identifier, not a keyword, not a dunder and not a built-in (a
+  solution cannot shadow `set`, `zip`, `isinstance`...); names the tests define themselves (e.g. MBPP+'s
+  `assertion`) replace the proxy, as they would have replaced the solution's own definition in one interpreter;
+* in-place mutation: after each call the candidate reports the arguments whose value changed, and the verdict
+  process updates its own objects in place (lists element by element, dicts and sets wholesale, tuples' mutable
+  items; a type change or a change to an immutable is a protocol error). Identity across calls (a function keeping
+  a reference to an argument and changing it later) is not reproduced; numpy arrays passed by the tests are not
+  updated in place;
+* the candidate's exceptions are re-raised as the built-in exception of that name (ValueError, KeyError...), or
+  as a `CandidateError` when the type is not built-in or not an `Exception` (SystemExit cannot end the tests);
+* classes, instances, generators and module-level non-callables of the solution cannot cross: a test that builds
+  the solution's objects (`Pair(1, 2)`) or reads its globals fails. Tests must import what they use themselves
+  (MBPP+ does, through `test_imports`).
+
+Isolation of both processes (`SandboxConfig.isolation`):
+
+``"namespaces"`` (chosen by ``"auto"`` when a probe run succeeds): each process in its own
+``unshare --pid --fork --kill-child --net --ipc --mount --mount-proc``: PID 1 of its own PID namespace (it cannot see
+or signal any process outside, the other process of the run included; when it exits the kernel kills everything it
+forked), no network (no loopback either), private System V IPC, its scratch directory bind-mounted over /tmp and
+/var/tmp, a small private /dev/shm, every other mount but /dev, /proc and /sys read-only. As root each process runs
+under its own unprivileged uid with no supplementary groups and `no_new_privs`; as non-root an unprivileged user
+namespace is used (`--map-root-user`, every capability dropped before the interpreter starts).
+
+``"rlimits"`` (as root: chosen by "auto" only when namespaces are unavailable): the same limits, timeout, fresh
+environment, scratch directory and two processes, each under its own leased uid, so the candidate cannot read,
+ptrace or signal the verdict process (nor the trainer); the verdict process is also non-dumpable. The candidate's
+parent is a supervisor (a forked copy of the runner) that kills everything of its uid when the program ends.
+
+Common to both: a fresh `python -I -B` interpreter per process, an environment built from scratch (PATH, LANG,
+HOME, TMPDIR, thread caps and a sweep token; nothing from the trainer's environment), stdin from /dev/null,
+`RLIMIT_CPU/AS/NPROC/FSIZE/NOFILE` and no core dumps, a wall-clock timeout after which both process groups and every
+process carrying the run's sweep token or owning its uids is SIGKILLed, stdout/stderr to files (a short tail is
+read back), and the run directory locked and deleted afterwards, on a background thread, without recursion
+(`cleanup.remove_tree`: unbounded depth, mode-000 directories, any file name; `wait_for_cleanup()` blocks until done,
+and runs at interpreter exit). Any failure while scoring one completion returns status "error" for it; no
+exception leaves `Sandbox.run`.
+
+Concurrent trainers: as root each `Sandbox` leases `2 * workers` uids from [sandbox_uid_base, +sandbox_uid_count)
+with one `flock`ed lock file per uid in /run/trl-rapid-sandbox-uids (freed by the kernel when the process dies), and
+every sweep kills only this run's token or this sandbox's uids. Several trainers or ranks on one machine never share
+a uid or kill each other's programs.
+
+What is NOT enforced (be explicit when deploying):
+
+* "rlimits" as non-root is refused unless `SandboxConfig.allow_unsafe_rlimits=True`: the programs run as your own
+  user and can read the trainer's environment via /proc/<pid>/environ (HF_TOKEN...), read/write/delete your files
+  (HOME, checkpoints), survive as daemons, kill the trainer (`os.kill(-1, SIGKILL)`) and, where
+  kernel.yama.ptrace_scope is 0, read the trainer's memory, the hidden tests included. The verdict process is
+  non-dumpable and the candidate starts only after it has consumed its tests, but that does not make this mode safe.
+* "rlimits" as root: the programs can read world-readable files, including any process's command line
+  (/proc/<pid>/cmdline: put no secret on a command line); they reach the network, 127.0.0.1 included; they can
+  write to world-writable directories: what the sandbox uids leave in /tmp, /var/tmp, /dev/shm, /run/lock, /var/lock,
+  /dev/mqueue (and world-writable directories up to 3 levels below them) and their System V IPC objects are deleted
+  after every run, but not files in other world-writable directories elsewhere.
+* "namespaces": world-readable files (and, without root, the user's own files) stay readable; /sys and /dev keep
+  their flags (writes there need privileges the programs lack); a mount whose flags a user namespace cannot
+  preserve stays as it was (remounting is best effort); /dev/shm memory is bounded by `shm_mb`, not `RLIMIT_AS`;
+  disk use in the scratch directory is bounded per file by `RLIMIT_FSIZE`, not in total (no quota).
+* In every mode the candidate sees the arguments of the calls made to it (as any function does) and may keep state
+  between the calls of one run; nothing survives between runs (fresh processes, scratch deleted, uid swept).
+"""
+
+from .cleanup import remove_tree, wait_for_cleanup
+from .codec import PlainDataError
+from .config import ExecutionResult, SandboxConfig, SandboxUnavailableError
+from .core import Sandbox
+from .processes import ENV_TOKEN_KEY, find_sandbox_processes
+
+__all__ = [
+    "ENV_TOKEN_KEY",
+    "ExecutionResult",
+    "PlainDataError",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxUnavailableError",
+    "find_sandbox_processes",
+    "remove_tree",
+    "wait_for_cleanup",
+]

@@ -1,0 +1,120 @@
+"""Settings and results of the code sandbox."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+
+ISOLATIONS = ("auto", "namespaces", "rlimits")
+
+RLIMITS_AS_USER_EXPOSES = (
+    "the programs would run as your own user (uid {uid}), so a completion could read the trainer's environment and "
+    "secrets through /proc/<pid>/environ (e.g. HF_TOKEN), read, write and delete your files (HOME, checkpoints), "
+    "leave daemons running after the run, kill the trainer (os.kill(-1, SIGKILL)) and, where "
+    "kernel.yama.ptrace_scope is 0, read the trainer's memory, hidden tests included"
+)
+
+
+class SandboxUnavailableError(RuntimeError):
+    """The requested isolation level cannot be provided on this machine (raised at construction, never mid-run)."""
+
+
+@dataclass
+class SandboxConfig:
+    """Limits and isolation for running untrusted code. Every field is validated in `__post_init__`.
+
+    Attributes:
+        timeout_s: wall-clock seconds per program (both interpreters' start-up included). `RLIMIT_CPU` is set to
+            `ceil(timeout_s) + 1` CPU seconds for each of the two processes.
+        memory_mb: address-space limit (`RLIMIT_AS`) in MiB of each process. Python + numpy need ~300 MiB.
+        max_processes: `RLIMIT_NPROC` (processes and threads) of each sandbox uid.
+        max_output_bytes: `RLIMIT_FSIZE`: the most bytes a process can write to stdout, stderr or any one file.
+        max_open_files: `RLIMIT_NOFILE`.
+        workers: completions scored in parallel (threads, each driving one candidate + one verdict process).
+        isolation: "auto" (namespaces if a probe run works; else rlimits, as root only, or as non-root with
+            `allow_unsafe_rlimits`), "namespaces" (fail at construction if unavailable) or "rlimits".
+        allow_unsafe_rlimits: consent to run "rlimits" as a non-root user, where the programs run as your own user
+            (see `RLIMITS_AS_USER_EXPOSES`). Refused without it.
+        python: interpreter for the programs; defaults to the trainer's so that numpy (used by MBPP+ tests) is there.
+        sandbox_uid_base: as root, each Sandbox leases `2 * workers` uids (one for the candidate and one for the
+            verdict process of each worker) from [sandbox_uid_base, sandbox_uid_base + sandbox_uid_count), with a
+            lock file per uid, so concurrent trainers on one machine never share one; pick a range no account uses.
+        sandbox_uid_count: size of that range (how many concurrent workers the machine's sandboxes can have, x2).
+        scratch_root: where per-run directories are created (default: the system temp dir).
+        shm_mb: size of the private /dev/shm tmpfs in namespace mode.
+    """
+
+    timeout_s: float = 10.0
+    memory_mb: int = 2048
+    max_processes: int = 32
+    max_output_bytes: int = 1 << 20
+    max_open_files: int = 256
+    workers: int = dataclasses.field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)))
+    isolation: str = "auto"
+    allow_unsafe_rlimits: bool = False
+    python: str = sys.executable
+    sandbox_uid_base: int = 61000
+    sandbox_uid_count: int = 1024
+    scratch_root: str | None = None
+    shm_mb: int = 64
+
+    def __post_init__(self):
+        def bad(field: str, fix: str):
+            raise ValueError(f"SandboxConfig.{field}={getattr(self, field)!r} is invalid: {fix}")
+
+        def is_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if not isinstance(self.timeout_s, (int, float)) or isinstance(self.timeout_s, bool) or not self.timeout_s > 0:
+            bad("timeout_s", "use a positive number of seconds, e.g. 10.")
+        for name, least, fix in (
+            ("memory_mb", 64, "use at least 64 (MiB); Python itself needs ~30 MiB of address space."),
+            ("max_processes", 1, "use at least 1."),
+            ("max_output_bytes", 1024, "use at least 1024."),
+            ("max_open_files", 16, "use at least 16."),
+            ("workers", 1, "use at least 1."),
+            ("shm_mb", 1, "use at least 1."),
+        ):
+            if not is_int(getattr(self, name)) or getattr(self, name) < least:
+                bad(name, fix)
+        if self.isolation not in ISOLATIONS:
+            bad("isolation", f"choose one of {ISOLATIONS}.")
+        if not isinstance(self.allow_unsafe_rlimits, bool):
+            bad("allow_unsafe_rlimits", "use True or False.")
+        if not (isinstance(self.python, str) and os.path.isfile(self.python) and os.access(self.python, os.X_OK)):
+            bad("python", "point it at an executable Python interpreter (default: sys.executable).")
+        if not is_int(self.sandbox_uid_count) or self.sandbox_uid_count < 2 * self.workers:
+            bad("sandbox_uid_count", f"use at least 2 * workers = {2 * self.workers}, e.g. 1024.")
+        if not is_int(self.sandbox_uid_base) or not 1000 <= self.sandbox_uid_base <= 2**31 - 2 - self.sandbox_uid_count:
+            bad("sandbox_uid_base", "use an unused uid range >= 1000, e.g. 61000.")
+        if self.scratch_root is not None and not os.path.isdir(self.scratch_root):
+            bad("scratch_root", "use an existing directory or None for the system temp dir.")
+        if self.isolation == "rlimits" and os.geteuid() != 0 and not self.allow_unsafe_rlimits:
+            raise ValueError(
+                "SandboxConfig.isolation='rlimits' as a non-root user is refused: "
+                + RLIMITS_AS_USER_EXPOSES.format(uid=os.geteuid())
+                + ". Use isolation='namespaces' or 'auto' (needs unprivileged user namespaces), run as root, or, inside "
+                "a disposable container only, set SandboxConfig.allow_unsafe_rlimits=True (script flag "
+                "--code_allow_unsafe_rlimits) to accept this."
+            )
+
+
+@dataclass
+class ExecutionResult:
+    """Outcome of one program: `passed` iff the verdict process ran every test and reported its private token.
+
+    `status`: "passed", "failed" (a test failed or raised), "solution_error" (the solution did not run: syntax
+    error, exception or exit at top level), "protocol_error" (the candidate's process broke the protocol: a value
+    that is not plain data, out-of-protocol bytes, it died mid-call), "timeout", "no_marker" (the verdict process
+    exited 0 without its token) or "error" (the sandbox could not run it; logged).
+    """
+
+    passed: bool
+    status: str
+    returncode: int | None  # the verdict process's exit status
+    duration_s: float
+    stdout_tail: str = ""  # the candidate's stdout (what the solution printed)
+    stderr_tail: str = ""  # the candidate's stderr
+    verdict_tail: str = ""  # the verdict process's stderr (which test failed, protocol errors)

@@ -1,0 +1,442 @@
+"""The `Sandbox`: one candidate process and one verdict process per completion, on `workers` threads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import resource
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .cleanup import REAPER, remove_files_of_uids, remove_ipc_of_uids, remove_tree
+from .config import RLIMITS_AS_USER_EXPOSES, ExecutionResult, SandboxConfig, SandboxUnavailableError
+from .processes import ENV_TOKEN_KEY, UidLease, count_user_tasks, kill_run
+from .runners import CANDIDATE_SOURCE, NS_SCRIPT, VERDICT_SOURCE, VERDICT_WORDS
+
+logger = logging.getLogger(__name__)
+
+_SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
+_PROBE_CACHE: dict[tuple, str | None] = {}
+_PROBE_LOCK = threading.Lock()
+
+
+def _tree_under_tmp(python: str) -> str:
+    """The interpreter's environment root (e.g. a virtualenv: `<root>/bin/python`) if it lies below /tmp or /var/tmp,
+    which the namespace sandbox covers with the scratch directory; else ""."""
+    root = Path(os.path.abspath(python)).parent.parent  # not resolved: a venv's python is a link to the base one
+    for tmp in (Path("/tmp"), Path("/var/tmp")):
+        if tmp in root.parents:
+            return str(root)
+    return ""
+
+
+def _read_tail(path: Path, limit: int = 4096) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            return fh.read(limit).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _unlinked_file(path: Path, data: bytes) -> int:
+    """A read descriptor on a file that no longer has a name: only the process that inherits it can read it."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+    fd = os.open(path, os.O_RDONLY)
+    path.unlink()
+    return fd
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> int:
+    """`proc.wait(timeout)` without its polling loop (which sleeps up to 50 ms between checks): wait on a pidfd."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return proc.wait(timeout=timeout)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], max(0.0, timeout))
+    finally:
+        os.close(pidfd)
+    if not ready:
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    return proc.wait()
+
+
+def _close(fds):
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class Sandbox:
+    """Scores `(solution, tests)` pairs: the solution runs in one sandboxed process, the tests and the verdict in
+    another, which calls the solution's functions over a pipe that carries plain data only.
+
+    Construction leases this process's sandbox uids (as root) and resolves the isolation level once (a probe program
+    runs through the full pipeline), so a misconfiguration fails at start-up with a message naming the setting.
+    """
+
+    def __init__(self, config: SandboxConfig | None = None):
+        self.config = config or SandboxConfig()
+        self.is_root = os.geteuid() == 0
+        self._unshare = shutil.which("unshare", path=_SYSTEM_PATH)
+        self._mount = shutil.which("mount", path=_SYSTEM_PATH)
+        self._setpriv = shutil.which("setpriv", path=_SYSTEM_PATH)
+        self._sh = shutil.which("sh", path="/usr/bin:/bin")
+        self._lease: UidLease | None = None
+        if self.is_root:
+            try:
+                self._lease = UidLease(self.config.sandbox_uid_base, 2 * self.config.workers,
+                                       self.config.sandbox_uid_count)
+            except RuntimeError as exc:
+                raise SandboxUnavailableError(str(exc)) from None
+            weakref.finalize(self, self._lease.release)
+        self._preludes: dict[str, str] = {}  # per isolation level: what `site` would have set up (see _site_prelude)
+        self._slots: queue.Queue[int] = queue.Queue()
+        for slot in range(self.config.workers):
+            self._slots.put(slot)
+        self._dirty: set[int] = set()  # slots whose uids still owned a process after the last run
+        self.isolation = self._resolve_isolation()
+
+    @property
+    def uids(self) -> list[int]:
+        """The uids this sandbox leased (empty when the trainer is not root)."""
+        return list(self._lease.uids) if self._lease else []
+
+    def close(self):
+        """Give the leased uids back now (also done when the Sandbox is garbage-collected or the process ends)."""
+        if self._lease:
+            self._lease.release()
+
+    # -- isolation ----------------------------------------------------------------------------------------------------
+    def _resolve_isolation(self) -> str:
+        cfg = self.config
+        key = (cfg.python, os.geteuid(), cfg.scratch_root, cfg.memory_mb)
+        if cfg.isolation in ("auto", "namespaces"):
+            problem = self._cached_probe(key, "namespaces")
+            if problem is None:
+                return "namespaces"
+            if cfg.isolation == "namespaces":
+                raise SandboxUnavailableError(
+                    f"SandboxConfig.isolation='namespaces' is not available here: {problem}. Set isolation='rlimits' "
+                    "(weaker; see trl_rapid/rewards/sandbox/__init__.py) or 'auto', or run where unshare/mount "
+                    "namespaces are allowed (root, or unprivileged user namespaces enabled)."
+                )
+            if not self.is_root and not cfg.allow_unsafe_rlimits:
+                raise SandboxUnavailableError(
+                    f"SandboxConfig.isolation='auto': namespaces are unavailable here ({problem}), and the 'rlimits' "
+                    "fallback as a non-root user is refused: " + RLIMITS_AS_USER_EXPOSES.format(uid=os.geteuid())
+                    + ". Enable unprivileged user namespaces, run as root, or, inside a disposable container only, set "
+                    "SandboxConfig.allow_unsafe_rlimits=True (--code_allow_unsafe_rlimits)."
+                )
+            logger.warning("sandbox: namespaces unavailable (%s); falling back to isolation='rlimits'", problem)
+        problem = self._cached_probe(key, "rlimits")
+        if problem is not None:
+            raise SandboxUnavailableError(
+                f"the code sandbox cannot run SandboxConfig.python={cfg.python!r}: {problem}. Point "
+                "SandboxConfig.python at an interpreter the sandbox user can execute (when the trainer runs as root "
+                f"the programs run as uids {cfg.sandbox_uid_base}+, so every directory on the interpreter's path "
+                "must be world-searchable) and check SandboxConfig.memory_mb is large enough for it to start."
+            )
+        return "rlimits"
+
+    def _cached_probe(self, key: tuple, isolation: str) -> str | None:
+        with _PROBE_LOCK:
+            if (key, isolation) not in _PROBE_CACHE:
+                try:
+                    self._preludes[isolation] = self._site_prelude(isolation)
+                    _PROBE_CACHE[(key, isolation)] = (self._probe(isolation), self._preludes[isolation])
+                except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                    _PROBE_CACHE[(key, isolation)] = (f"{type(exc).__name__}: {exc}", "")
+            problem, self._preludes[isolation] = _PROBE_CACHE[(key, isolation)]
+            return problem
+
+    def _site_prelude(self, isolation: str) -> str:
+        """Source giving a `python -I -S` what `site` gives it here: `sys.path` (site-packages included) and, in a
+        virtualenv, `sys.prefix`, as seen inside this sandbox by its uid. The programs then start with `-S`, which
+        skips `site` and every .pth hook (an editable install's finder alone cost ~8 ms per interpreter here)."""
+        probe = "import sys, json; print(json.dumps([sys.path, sys.prefix, sys.exec_prefix]))"
+        run_dir = Path(tempfile.mkdtemp(prefix="trl-rapid-sbx-", dir=self.config.scratch_root))
+        try:
+            uid = self._slot_uids(0)[0]
+            scratch = run_dir / "candidate"
+            scratch.mkdir(mode=0o700)
+            if uid is not None:
+                os.chmod(run_dir, 0o711)
+                os.chown(scratch, uid, uid)
+            token = secrets.token_hex(16)
+            proc = self._spawn(isolation, probe, [], [], uid, scratch, run_dir / "out", run_dir / "err", token,
+                               prelude=None)
+            try:
+                _wait(proc, 30.0)
+            finally:
+                self._stop([proc], token, [u for u in self._slot_uids(0) if u is not None])
+            try:
+                paths, prefix, exec_prefix = json.loads((run_dir / "out").read_text())
+            except ValueError:
+                raise ValueError(f"the interpreter did not start: {_read_tail(run_dir / 'err')[-300:]}") from None
+            paths = [p for p in paths if isinstance(p, str) and p]
+            return f"import sys\nsys.path[:] = {paths!r}\nsys.prefix, sys.exec_prefix = {prefix!r}, {exec_prefix!r}\n"
+        finally:
+            remove_tree(run_dir)
+
+    def _probe(self, isolation: str) -> str | None:
+        """None if a trivial program passes through the `isolation` pipeline, else the reason it did not."""
+        needed = (("unshare", self._unshare), ("mount", self._mount), ("setpriv", self._setpriv), ("sh", self._sh))
+        if isolation == "namespaces":
+            missing = [name for name, path in needed if path is None]
+            if missing:
+                return f"missing executables: {', '.join(missing)}"
+        result = self._execute("def probe():\n    return 1\n", "assert probe() == 1\n", slot=0, isolation=isolation,
+                               timeout_s=20.0)
+        if result.passed:
+            return None
+        detail = (result.stderr_tail.strip() + " " + result.verdict_tail.strip())[-300:]
+        return f"probe run ended with status={result.status} rc={result.returncode}: {detail}"
+
+    # -- running ------------------------------------------------------------------------------------------------------
+    def run(self, solution: str, tests: str) -> ExecutionResult:
+        """Score one solution against its tests. Thread-safe (blocks for a free slot); never raises."""
+        start = time.monotonic()
+        try:
+            slot = self._slots.get()
+        except Exception as exc:  # pragma: no cover - Queue.get does not fail
+            return ExecutionResult(False, "error", None, 0.0, "", f"{type(exc).__name__}: {exc}")
+        try:
+            return self._execute(solution, tests, slot=slot, isolation=self.isolation)
+        except Exception as exc:  # a bug or a resource problem here must not end scoring
+            logger.warning("sandbox: run failed: %s: %s", type(exc).__name__, exc)
+            return ExecutionResult(False, "error", None, time.monotonic() - start, "", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._slots.put(slot)
+
+    def run_many(self, jobs: list[tuple[str, str]]) -> list[ExecutionResult]:
+        """Run many `(solution, tests)` pairs on `config.workers` threads; results keep the input order."""
+        if not jobs:
+            return []
+        if len(jobs) == 1 or self.config.workers == 1:
+            return [self.run(s, t) for s, t in jobs]
+        with ThreadPoolExecutor(max_workers=min(self.config.workers, len(jobs))) as pool:
+            return list(pool.map(lambda job: self.run(*job), jobs))
+
+    def _slot_uids(self, slot: int) -> tuple[int | None, int | None]:
+        if self._lease is None:
+            return None, None
+        return self._lease.uids[2 * slot], self._lease.uids[2 * slot + 1]
+
+    def _limits(self, sandbox_uid: int | None) -> list[tuple[int, tuple[int, int]]]:
+        cfg = self.config
+        cpu = int(math.ceil(cfg.timeout_s)) + 1
+        nproc = cfg.max_processes
+        if sandbox_uid is None:  # we run as the trainer's user: NPROC counts all of its tasks
+            nproc += count_user_tasks(os.getuid())
+        mem = cfg.memory_mb * 1024 * 1024
+        return [
+            (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+            (resource.RLIMIT_AS, (mem, mem)),
+            (resource.RLIMIT_NPROC, (nproc, nproc)),
+            (resource.RLIMIT_FSIZE, (cfg.max_output_bytes, cfg.max_output_bytes)),
+            (resource.RLIMIT_NOFILE, (cfg.max_open_files, cfg.max_open_files)),
+            (resource.RLIMIT_CORE, (0, 0)),
+        ]
+
+    def _spawn(self, isolation: str, source: str, fds: list[int], extra: list[str], uid: int | None, scratch: Path,
+               out_path: Path, err_path: Path, token: str, prelude: str | None) -> subprocess.Popen:
+        """Start `python -I -S -B -c prelude+source fds... extra...` under `isolation`, as `uid` (root) or in a user
+        namespace (`prelude` None: with `site`, no -S)."""
+        cfg = self.config
+        home = "/tmp" if isolation == "namespaces" else str(scratch)
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "HOME": home,
+            "TMPDIR": home,
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            ENV_TOKEN_KEY: token,
+        }
+        flags = ["-I", "-B"] if prelude is None else ["-I", "-S", "-B"]
+        program = [cfg.python, *flags, "-c", (prelude or "") + source, *(str(fd) for fd in fds), *extra]
+        popen_kwargs: dict = {}
+        if isolation == "namespaces":
+            ns = ["--pid", "--fork", "--kill-child", "--net", "--ipc", "--mount", "--mount-proc",
+                  "--propagation", "private"]
+            if not self.is_root:
+                ns = ["--user", "--map-root-user", *ns]
+            argv = [self._unshare, *ns, "--", self._sh, "-c", NS_SCRIPT, "sh", str(scratch),
+                    "" if uid is None else str(uid), str(cfg.shm_mb), self._mount, self._setpriv,
+                    _tree_under_tmp(cfg.python), *program]
+        elif uid is not None and self._setpriv is not None:
+            # setpriv resolves the interpreter path before the kernel drops its capabilities at exec, so an
+            # interpreter under a root-only directory (e.g. pyenv in /root) still starts; the program has none.
+            argv = [self._setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--",
+                    *program]
+        else:
+            argv = program
+            if uid is not None:
+                popen_kwargs.update(user=uid, group=uid, extra_groups=[])
+        limits = self._limits(uid)
+
+        def preexec():  # runs in the child between fork and exec: only setrlimit calls
+            for res, lim in limits:
+                resource.setrlimit(res, lim)
+
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=str(scratch), env=env,
+                                    pass_fds=tuple(fds), start_new_session=True, preexec_fn=preexec, close_fds=True,
+                                    **popen_kwargs)
+
+    def _execute(self, solution: str, tests: str, slot: int, isolation: str, timeout_s: float | None = None):
+        cfg = self.config
+        timeout_s = cfg.timeout_s if timeout_s is None else timeout_s
+        start = time.monotonic()
+        deadline = start + timeout_s
+        token, nonce = secrets.token_hex(16), secrets.token_hex(32)
+        cand_uid, verdict_uid = self._slot_uids(slot)
+        uids = [u for u in (cand_uid, verdict_uid) if u is not None]
+        if slot in self._dirty:
+            if not kill_run(None, uids, deadline_s=5.0):
+                return ExecutionResult(False, "error", None, 0.0, "", f"sandbox uids {uids} still own processes")
+            self._dirty.discard(slot)
+        run_dir = Path(tempfile.mkdtemp(prefix="trl-rapid-sbx-", dir=cfg.scratch_root))
+        fds: list[int] = []
+        procs: list[subprocess.Popen] = []
+        try:
+            cand_dir, verdict_dir, private = run_dir / "candidate", run_dir / "verdict", run_dir / "private"
+            for directory in (cand_dir, verdict_dir, private):
+                directory.mkdir(mode=0o700)
+            if self.is_root:
+                os.chmod(run_dir, 0o711)  # each uid may traverse to its own dir, not list or enter the others
+                os.chown(cand_dir, cand_uid, cand_uid)
+                os.chown(verdict_dir, verdict_uid, verdict_uid)
+            cand_payload = _unlinked_file(private / "solution", solution.encode("utf-8", "replace"))
+            fds.append(cand_payload)
+            verdict_payload = _unlinked_file(private / "tests", json.dumps({"token": nonce, "tests": tests}).encode())
+            fds.append(verdict_payload)
+            result_fd = os.open(private / "result", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fds.append(result_fd)
+            same_uid = "1" if not self.is_root and isolation == "rlimits" else "0"
+            calls_r, calls_w = os.pipe()
+            replies_r, replies_w = os.pipe()
+            armed_r, armed_w = os.pipe()
+            fds += [calls_r, calls_w, replies_r, replies_w, armed_r, armed_w]
+
+            verdict = self._spawn(isolation, VERDICT_SOURCE, [verdict_payload, result_fd, calls_w, replies_r, armed_w],
+                                  [same_uid], verdict_uid, verdict_dir, private / "verdict.out", private / "verdict.err",
+                                  token, self._preludes[isolation])
+            procs.append(verdict)
+            for fd in (verdict_payload, result_fd, calls_w, replies_r, armed_w):
+                os.close(fd)
+                fds.remove(fd)
+            if same_uid == "1":
+                # Same uid for both: start the candidate only once the verdict process is non-dumpable and has read
+                # (and closed) its tests, so the candidate cannot open them through /proc/<pid>/fd meanwhile.
+                ready, _, _ = select.select([armed_r], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready or not os.read(armed_r, 1):
+                    raise TimeoutError("the verdict process did not start in time")
+            supervise = "1" if isolation == "rlimits" else "0"
+            dedicated = "1" if cand_uid is not None else "0"
+            candidate = self._spawn(isolation, CANDIDATE_SOURCE, [cand_payload, calls_r, replies_w],
+                                    [supervise, dedicated], cand_uid, cand_dir, private / "candidate.out",
+                                    private / "candidate.err", token, self._preludes[isolation])
+            procs.append(candidate)
+            _close(fds)
+            fds = []
+
+            timed_out = False
+            returncode = None
+            try:
+                returncode = _wait(verdict, deadline - time.monotonic())
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            # The verdict is in; the candidate normally exits by itself on EOF (which lets unshare/the supervisor reap
+            # its processes). Give it a moment, then kill what is left.
+            try:
+                _wait(candidate, 0.0 if timed_out else min(1.0, max(0.05, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                pass
+            if not self._stop(procs, token, uids):
+                self._dirty.add(slot)
+            procs = []
+            if returncode is None and not timed_out:
+                returncode = verdict.returncode
+            duration = time.monotonic() - start
+            marker = (private / "result").read_bytes()[:128].decode("ascii", "replace")
+            passed = (not timed_out) and returncode == 0 and marker == nonce
+            if passed:
+                status = "passed"
+            elif timed_out:
+                status = "timeout"
+            elif marker in VERDICT_WORDS:
+                status = marker
+            elif returncode == 0:
+                status = "no_marker"
+            else:
+                status = "failed"
+            return ExecutionResult(
+                passed=passed,
+                status=status,
+                returncode=returncode,
+                duration_s=duration,
+                stdout_tail=_read_tail(private / "candidate.out"),
+                stderr_tail=_read_tail(private / "candidate.err"),
+                verdict_tail=_read_tail(private / "verdict.err"),
+            )
+        except (OSError, subprocess.SubprocessError, TimeoutError, ValueError) as exc:
+            logger.warning("sandbox: could not run a program: %s: %s", type(exc).__name__, exc)
+            return ExecutionResult(False, "error", None, time.monotonic() - start, "", f"{type(exc).__name__}: {exc}")
+        finally:
+            _close(fds)
+            try:
+                if procs and not self._stop(procs, token, uids):
+                    self._dirty.add(slot)
+                if uids and isolation == "rlimits":  # namespaces: /tmp, /dev/shm and IPC were private already
+                    remove_files_of_uids(uids)
+                    remove_ipc_of_uids(uids)
+            finally:
+                try:
+                    os.chmod(run_dir, 0o700)  # no later program of this uid may enter what is left of this run
+                    REAPER.submit(run_dir)
+                except OSError:
+                    remove_tree(run_dir)
+
+    @staticmethod
+    def _stop(procs: list[subprocess.Popen], token: str, uids: list[int]) -> bool:
+        """Kill every process of the run; True once none is left (the uids own nothing, zombies included).
+
+        Each direct child (unshare, the supervisor) is left to reap the others first, so no zombie waits for init."""
+        live = [p for p in procs if p.poll() is None]
+        if live:
+            kill_run(token, deadline_s=2.0, exclude=tuple(p.pid for p in live))
+            for proc in live:
+                try:
+                    _wait(proc, 2.0)
+                except subprocess.TimeoutExpired:
+                    pass
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the whole group, whether it finished or not
+            except (ProcessLookupError, PermissionError):
+                pass
+            if proc.returncode is None:
+                proc.wait()
+        return kill_run(token, uids, deadline_s=10.0)

@@ -1,0 +1,180 @@
+"""Process bookkeeping of the sandbox: finding and killing a run's processes, and leasing sandbox uids per process.
+
+Every sandboxed process carries `TRL_RAPID_SANDBOX=<run token>` in its environment (inherited by all it forks) and,
+when the trainer is root, runs under a uid that this trainer process has leased for itself alone, so a sweep can kill
+"everything of this run" without touching another trainer's programs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import pwd
+import signal
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ENV_TOKEN_KEY = "TRL_RAPID_SANDBOX"
+LOCK_DIR_NAME = "trl-rapid-sandbox-uids"
+
+
+def find_sandbox_processes(token: str | None = None) -> list[int]:
+    """PIDs whose environment carries the sandbox marker (any run, or only run `token`). Unreadable ones are skipped.
+
+    This is how stray processes are found after a run and how tests check that none are left.
+    """
+    needle = f"{ENV_TOKEN_KEY}={token}".encode() if token else f"{ENV_TOKEN_KEY}=".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        if any(var.startswith(needle) for var in env.split(b"\0")):
+            found.append(int(entry))
+    return found
+
+
+def _run_processes(token: str | None, uids: frozenset[int]) -> list[int]:
+    """PIDs (zombies included) of this run: owned by one of `uids`, or carrying `token` in their environment."""
+    needle = f"{ENV_TOKEN_KEY}={token}".encode() if token else None
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if uids and os.stat(f"/proc/{entry}").st_uid in uids:
+                found.append(int(entry))
+                continue
+            if needle is None:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        if any(var.startswith(needle) for var in env.split(b"\0")):
+            found.append(int(entry))
+    return found
+
+
+def kill_run(token: str | None, uids=(), deadline_s: float = 10.0, exclude: tuple[int, ...] = ()) -> bool:
+    """SIGKILL every process of this run (setsid escapees included) but `exclude`, until none is left; True if none.
+
+    `token` None: match by uid only.
+
+    A process owned by a leased uid counts until it is reaped (a zombie still counts against RLIMIT_NPROC), so the
+    uid is handed to the next program only when it owns nothing. Orphans are reaped by the system's init, which may
+    lag: hence the deadline.
+    """
+    uids = frozenset(u for u in uids if u is not None)
+    end = time.monotonic() + deadline_s
+    while True:
+        pids = [p for p in _run_processes(token, uids) if p not in exclude]
+        if not pids:
+            return True
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                logger.warning("sandbox: cannot kill stray process %d (permission denied)", pid)
+        if time.monotonic() > end:
+            logger.warning("sandbox: %d process(es) of a run still alive after %.1fs: %s", len(pids), deadline_s, pids)
+            return False
+        time.sleep(0.02)
+
+
+def count_user_tasks(uid: int) -> int:
+    """Processes+threads owned by `uid` (what `RLIMIT_NPROC` counts), read from /proc."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            total += len(os.listdir(f"/proc/{entry}/task"))
+        except OSError:
+            continue
+    return total
+
+
+def _lock_dir() -> Path:
+    """A directory only root can write (so a sandboxed program cannot pre-create or hold the lock files)."""
+    for parent in ("/run", "/var/run", tempfile.gettempdir()):
+        if os.path.isdir(parent) and os.access(parent, os.W_OK):
+            path = Path(parent) / LOCK_DIR_NAME
+            try:
+                path.mkdir(mode=0o755, exist_ok=True)
+            except OSError:
+                continue
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+                return path
+            raise RuntimeError(
+                f"sandbox uid lock directory {path} is not a directory owned by uid {os.geteuid()} and writable only "
+                "by it; remove it (something else created it) and retry."
+            )
+    raise RuntimeError("no writable directory for the sandbox uid lock files (/run, /var/run or the temp dir).")
+
+
+class UidLease:
+    """`count` sandbox uids from [base, base + span), each held with an exclusive `flock` on its own lock file.
+
+    The lock lives as long as this object (or the process: the kernel drops it when the process dies, however it
+    dies), so concurrent trainers and ranks on one machine never share a uid, and a uid freed by a crashed trainer is
+    picked up again. Uids that name a real account (`getpwuid`) are skipped. Leftover processes of a leased uid (from
+    a trainer that died mid-run) are killed before it is used.
+    """
+
+    def __init__(self, base: int, count: int, span: int):
+        self.uids: list[int] = []
+        self._fds: list[int] = []
+        directory = _lock_dir()
+        for uid in range(base, base + span):
+            if len(self.uids) == count:
+                break
+            try:
+                pwd.getpwuid(uid)
+                continue  # a real account: never run programs under it
+            except KeyError:
+                pass
+            fd = os.open(directory / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.uids.append(uid)
+            self._fds.append(fd)
+        if len(self.uids) < count:
+            held = len(self.uids)
+            self.release()
+            raise RuntimeError(
+                f"only {held} of the {count} sandbox uids needed are free in [{base}, {base + span}): other sandboxes "
+                f"on this machine hold the rest (lock files in {directory}). Raise SandboxConfig.sandbox_uid_count, "
+                "pick another sandbox_uid_base, or lower workers."
+            )
+        if not kill_run(None, self.uids, deadline_s=5.0):
+            logger.warning("sandbox: leftover processes of leased uids %s could not all be killed", self.uids)
+
+    def release(self):
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = []
+
+    def __del__(self):
+        self.release()

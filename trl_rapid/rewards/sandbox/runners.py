@@ -1,0 +1,338 @@
+"""Source of the two programs a run starts, and the shell script that sets up the namespaces.
+
+Both run as `python -I -B -c SOURCE fd...` with the codec (`codec.py`, standard library only) prepended, since a
+sandboxed interpreter cannot import trl_rapid.
+
+* The candidate runner reads the solution from an already-unlinked file, `exec`s it, reports the names of its
+  top-level callables, then serves calls: ("call", id, name, args, kwargs) in, ("ok", id, result, mutated) or
+  ("raise", id, type name, message, mutated) out, where `mutated` lists the arguments the call changed in place
+  (their new values). A result that is not plain data is answered ("bad_value", id, why). It never sees a test.
+* The verdict runner makes itself non-dumpable, reads the tests and the success token from its own unlinked file,
+  installs one proxy per reported name into the tests' namespace, runs the tests, and writes the token to a file
+  only it holds, or a failure word ("failed", "solution_error", "protocol_error").
+"""
+
+from pathlib import Path
+
+CODEC_SOURCE = (Path(__file__).parent / "codec.py").read_text()
+VERDICT_WORDS = ("failed", "solution_error", "protocol_error")
+
+_CANDIDATE_MAIN = r'''
+def _read_all(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _supervise(fds, dedicated):
+    """rlimits mode: fork; the parent (a copy of this runner, not the trainer) waits for the program, then kills and
+    reaps everything its dedicated uid still runs. A naive os.kill(os.getppid(), ...) hits this supervisor."""
+    try:  # adopt orphaned descendants so that their zombies are reaped here, not by a slow system init
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
+    pid = os.fork()
+    if not pid:
+        return
+    for fd in fds:
+        os.close(fd)
+    status = None
+    while status is None:
+        try:
+            done, st = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            break
+        if done == pid:
+            status = st
+    if dedicated:  # this uid belongs to this run alone: kill every leftover, reap what comes back to us
+        import signal, time
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    time.sleep(0.005)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+    code = 1 if status is None else os.waitstatus_to_exitcode(status)
+    os._exit(code if code >= 0 else 128 - code)
+
+
+def _candidate():
+    import sys
+    payload_fd, calls_fd, replies_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    if sys.argv[4] == "1":
+        _supervise((payload_fd, calls_fd, replies_fd), sys.argv[5] == "1")
+    solution = _read_all(payload_fd).decode("utf-8", "surrogateescape")
+    _send, _receive, _to_wire, _PlainDataError = send, receive, to_wire, PlainDataError  # before the program runs
+
+    def flush():
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+
+    namespace = {"__name__": "__solution__"}
+    try:
+        exec(compile(solution, "<solution>", "exec"), namespace)
+    except BaseException as exc:
+        import traceback
+        traceback.print_exc()
+        flush()
+        try:
+            _send(replies_fd, ("exec_error", f"{type(exc).__name__}: {exc}"[:2000]))
+        except Exception:
+            pass
+        os._exit(1)
+    names = tuple(k for k, v in list(namespace.items()) if type(k) is str and callable(v))[:1000]
+    flush()
+    _send(replies_fd, ("ready", names))
+    while True:
+        try:
+            _, call_id, name, args, kwargs = _receive(calls_fd)
+        except EOFError:
+            flush()
+            os._exit(0)
+        positions = [*enumerate(args), *kwargs.items()]
+        before = {pos: _to_wire(arg) for pos, arg in positions if type(arg) in (list, dict, set, tuple)}
+        try:
+            fn = namespace.get(name)
+            if not callable(fn):
+                raise NameError(f"name {name!r} is not defined")
+            reply = ["ok", call_id, fn(*args, **kwargs)]
+        except BaseException as exc:
+            try:
+                message = str(exc)[:1000]
+            except BaseException:
+                message = ""
+            reply = ["raise", call_id, type(exc).__name__, message]
+        mutated = []
+        try:
+            for pos, arg in positions:
+                if pos in before and _to_wire(arg) != before[pos]:
+                    mutated.append((pos, arg))
+            reply.append(tuple(mutated))
+            flush()
+            _send(replies_fd, tuple(reply))
+        except _PlainDataError as exc:
+            _send(replies_fd, ("bad_value", call_id, str(exc)[:500]))
+
+
+_candidate()
+'''
+
+_VERDICT_MAIN = r'''
+def _verdict():
+    import builtins, keyword, sys
+    payload_fd, result_fd, calls_fd, replies_fd, armed_fd = (int(a) for a in sys.argv[1:6])
+    if sys.argv[6] == "1":  # the candidate shares our uid: nobody may read our memory or descriptors
+        import ctypes
+        if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE = 0
+            os._exit(4)
+    chunks = []
+    while True:
+        chunk = os.read(payload_fd, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(payload_fd)
+    job = json.loads(b"".join(chunks))
+    del chunks
+    token, tests = job.pop("token"), job.pop("tests")
+    try:  # tell the trainer the tests are read (it waits for this only when both processes share a uid)
+        os.write(armed_fd, b"1")
+    except OSError:
+        pass
+    os.close(armed_fd)
+
+    def finish(word, code):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os.write(result_fd, word.encode())
+        os.close(result_fd)
+        os._exit(code)
+
+    class CandidateError(Exception):
+        """The candidate raised an exception that is not a built-in one (its type cannot cross)."""
+
+    class SandboxProtocolError(BaseException):
+        """The candidate broke the protocol: this run fails whatever the tests do with the exception."""
+
+    broken = []
+
+    def fail_protocol(why):
+        broken.append(why)
+        raise SandboxProtocolError(why)
+
+    def exception_for(type_name, message):
+        cls = getattr(builtins, type_name, None) if type(type_name) is str else None
+        if isinstance(cls, type) and issubclass(cls, Exception) and cls not in (StopIteration, StopAsyncIteration):
+            try:
+                return cls(message)
+            except Exception:
+                pass
+        return CandidateError(f"{type_name}: {message}")
+
+    def sync(old, new):
+        """Update the caller's argument `old` in place to the value `new` the call left it with."""
+        t = type(old)
+        if t is list and type(new) is list:
+            for i in range(min(len(old), len(new))):
+                if type(old[i]) is type(new[i]) and type(old[i]) in (list, dict, set, tuple):
+                    sync(old[i], new[i])
+                else:
+                    old[i] = new[i]
+            if len(new) < len(old):
+                del old[len(new):]
+            else:
+                old.extend(new[len(old):])
+        elif t is dict and type(new) is dict:
+            old.clear()
+            old.update(new)
+        elif t is set and type(new) is set:
+            old.clear()
+            old.update(new)
+        elif t is tuple and type(new) is tuple and len(old) == len(new):  # a tuple cannot change, its items can
+            for a, b in zip(old, new):
+                if type(a) in (list, dict, set, tuple):
+                    sync(a, b)
+                elif not (a == b or (a != a and b != b)):
+                    fail_protocol("the candidate reported an impossible change of an immutable argument")
+        elif t in (list, dict, set, tuple):
+            fail_protocol("the candidate reported an impossible change of an argument's type")
+
+    counter = [0]
+
+    def make_proxy(name):
+        def proxy(*args, **kwargs):
+            if broken:
+                raise SandboxProtocolError(broken[0])
+            counter[0] += 1
+            call_id = counter[0]
+            try:
+                send(calls_fd, ("call", call_id, name, args, kwargs))
+            except PlainDataError as exc:  # the tests passed something that cannot cross: their problem, a failure
+                raise TypeError(f"cannot pass this argument to the sandboxed {name}(): {exc}") from None
+            except OSError:
+                fail_protocol("the candidate's process closed its end of the pipe")
+            try:
+                reply = receive(replies_fd)
+            except (EOFError, OSError):
+                fail_protocol(f"the candidate's process ended during a call to {name}()")
+            except PlainDataError as exc:
+                fail_protocol(f"{name}() answered with something that is not plain data: {exc}")
+            if type(reply) is not tuple or len(reply) < 3 or reply[1] != call_id or type(reply[1]) is not int:
+                fail_protocol(f"out-of-protocol reply to a call of {name}()")
+            kind = reply[0]
+            if kind == "bad_value" and len(reply) == 3:
+                fail_protocol(f"{name}() returned a value that is not plain data: {reply[2]}")
+            if not ((kind == "ok" and len(reply) == 4) or (kind == "raise" and len(reply) == 5)):
+                fail_protocol(f"out-of-protocol reply to a call of {name}()")
+            mutated = reply[-1]
+            if type(mutated) is not tuple:
+                fail_protocol("out-of-protocol mutation report")
+            for item in mutated:
+                if type(item) is not tuple or len(item) != 2:
+                    fail_protocol("out-of-protocol mutation report")
+                pos, value = item
+                if type(pos) is int and 0 <= pos < len(args):
+                    sync(args[pos], value)
+                elif type(pos) is str and pos in kwargs:
+                    sync(kwargs[pos], value)
+                else:
+                    fail_protocol("out-of-protocol mutation report")
+            if kind == "ok":
+                return reply[2]
+            raise exception_for(reply[2], reply[3] if type(reply[3]) is str else "")
+
+        proxy.__name__ = proxy.__qualname__ = name
+        return proxy
+
+    try:
+        first = receive(replies_fd)
+    except EOFError:
+        print("the solution's process ended before it was ready", file=sys.stderr)
+        finish("solution_error", 2)
+    except (PlainDataError, OSError) as exc:
+        print(f"protocol error before the tests: {exc}", file=sys.stderr)
+        finish("protocol_error", 3)
+    if type(first) is tuple and len(first) == 2 and first[0] == "exec_error" and type(first[1]) is str:
+        print(f"the solution raised: {first[1]}", file=sys.stderr)
+        finish("solution_error", 2)
+    if not (type(first) is tuple and len(first) == 2 and first[0] == "ready" and type(first[1]) is tuple
+            and len(first[1]) <= 1000 and all(type(n) is str for n in first[1])):
+        print("protocol error: the candidate did not report its names", file=sys.stderr)
+        finish("protocol_error", 3)
+    namespace = {"__name__": "__solution__", "__builtins__": builtins}
+    for name in first[1]:
+        # No built-in (set, zip, isinstance...) or dunder can be shadowed; names the tests define replace the proxy.
+        if (name.isidentifier() and not keyword.iskeyword(name) and not hasattr(builtins, name)
+                and not (name.startswith("__") and name.endswith("__"))):
+            namespace[name] = make_proxy(name)
+    try:
+        exec(compile(tests, "<tests>", "exec"), namespace)
+    except BaseException:
+        import traceback
+        traceback.print_exc(limit=-3)
+        finish("protocol_error" if broken else "failed", 3 if broken else 1)
+    if broken:  # the tests swallowed the exception; the run still fails
+        print(f"protocol error: {broken[0]}", file=sys.stderr)
+        finish("protocol_error", 3)
+    finish(token, 0)
+
+
+_verdict()
+'''
+
+CANDIDATE_SOURCE = CODEC_SOURCE + _CANDIDATE_MAIN
+VERDICT_SOURCE = CODEC_SOURCE + _VERDICT_MAIN
+
+# Run by /bin/sh as PID 1 of the new namespaces (still privileged there), then replaced by the interpreter.
+# "$1" scratch dir, "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
+# interpreter's own tree when it lives under /tmp or /var/tmp ("" otherwise).
+NS_SCRIPT = r"""
+set -e
+s="$1"; u="$2"; shm_mb="$3"; mount_bin="$4"; setpriv_bin="$5"; keep="$6"; shift 6
+# A virtualenv under /tmp would vanish below the scratch directory: bind it into the scratch directory at the same
+# relative path first (--rbind below carries it along; the loop below makes it read-only like everything else).
+if [ -n "$keep" ]; then
+  case "$keep" in /var/tmp/*) rel="${keep#/var/tmp/}" ;; *) rel="${keep#/tmp/}" ;; esac
+  mkdir -p "$s/$rel" && "$mount_bin" --bind "$keep" "$s/$rel"
+fi
+[ -d /var/tmp ] && "$mount_bin" --rbind "$s" /var/tmp
+[ -d /dev/shm ] && "$mount_bin" -t tmpfs -o "size=${shm_mb}m,mode=1777,nosuid,nodev" tmpfs /dev/shm
+"$mount_bin" --rbind "$s" /tmp
+# Everything else read-only, in this mount namespace only (best effort: keep each mount's other flags, which a user
+# namespace may not drop; a mount that cannot be remounted stays as it was).
+while read -r _id _parent _dev _root mnt opts _rest; do
+  case "$mnt" in
+    /tmp|/var/tmp|/dev|/dev/*|/proc|/proc/*|/sys|/sys/*) ;;
+    *) opts="${opts#rw}"; opts="${opts#,}"
+       "$mount_bin" -o "remount,bind,ro${opts:+,$opts}" "$mnt" 2>/dev/null || true ;;
+  esac
+done < /proc/self/mountinfo
+cd /tmp
+unset OLDPWD PWD
+if [ -n "$u" ]; then
+  exec "$setpriv_bin" --reuid="$u" --regid="$u" --clear-groups --no-new-privs --pdeathsig=KILL -- "$@"
+else
+  exec "$setpriv_bin" --inh-caps=-all --bounding-set=-all --no-new-privs --pdeathsig=KILL -- "$@"
+fi
+"""
