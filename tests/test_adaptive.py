@@ -38,3 +38,12 @@ def test_group_ess_hand_computed():
     log_w = torch.tensor([0.0, 0.0, 3.0, math.log(0.5)])
     ess = group_ess(log_w, eta=2.0, group_ids=torch.tensor([5, 5, 9, 9]))
     torch.testing.assert_close(ess, torch.tensor([1.0, 6.25 / 8.5], dtype=torch.float64))
+
+
+def test_a_sample_serves_at_least_two_steps_even_at_threshold_one():
+    # µ read off the sampler differs from the trainer's forward by rounding, so ESS at a sample's first step can be
+    # 1 − 1e-7: with threshold 1 that must not re-sample after every step.
+    rule = AdaptiveH(max_h=4, threshold=1.0)
+    decisions = run(rule, [1 - 1e-7, 1 - 1e-3, 1 - 1e-7, 1 - 1e-3])
+    assert decisions == [False, True, False, False]
+    assert rule.h_history == [2, 2]

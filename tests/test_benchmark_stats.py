@@ -163,19 +163,42 @@ def test_variants_carry_their_own_trainer_arguments():
     assert B._make_config(cfg, over, seed=0, output_dir="unused").optimizer_steps_per_generation == 4
 
 
-def test_a_bad_variant_fails_before_any_run_naming_it():
+def test_the_issue_9_variants_in_the_config_comment_build():
+    """The examples written in cpu_headroom.yaml's comment (baseline variants, adaptive H) build their configs."""
+    import yaml
+
+    from trl_rapid.benchmark.workers import check_method_configs
+
+    text = (BENCH / "cpu_headroom.yaml").read_text()
+    examples = [yaml.safe_load(line.split("- ", 1)[1]) for line in text.splitlines()
+                if line.strip().startswith("#   - {name:")]
+    assert len(examples) == 3
+    cfg = B.load_config(BENCH / "cpu_headroom.yaml", {"methods": {"rapid_variants": examples}})
+    check_method_configs(cfg)
+    auto = next(m for m in cfg["plan"]["methods"] if m["name"] == "rapid_auto")
+    config = B._make_config(cfg, auto, seed=0, output_dir="unused")
+    assert config.optimizer_steps_per_generation == "auto" and config.generation_batch_size == auto["n_inference"]
+
+
+def test_a_bad_variant_fails_before_any_run_naming_it(tmp_path):
     from trl_rapid.benchmark.workers import check_method_configs
 
     cfg = B.load_config(BENCH / "cpu_headroom.yaml", {"methods": {"rapid_variants": [
         {"name": "rapid_typo", "h": 8, "args": {"no_such_field": 1}}]}})
     with pytest.raises(ValueError, match="rapid_typo"):
         check_method_configs(cfg)
+    root = Path(tmp_path)
+    with pytest.raises(ValueError, match="rapid_typo"):  # before any work: the warm start is not even built
+        B.run_benchmark(dict(cfg, isolation="inprocess"), root / "out", command="test", root=root, log=lambda *a: None)
+    assert not (root / "outputs").exists()
     for bad, match in [({"name": "x", "h": 0}, "h must be an integer"), ({"h": 8}, "name"),
                        ({"name": "x", "h": 8, "argz": {}}, "unknown keys"),
                        ({"name": "rapid_H8", "h": 8}, "unique"),
                        ({"name": "x", "h": 8, "trainer": "ppo"}, "trainer")]:
         with pytest.raises(ValueError, match=match):
             B.load_config(BENCH / "cpu_headroom.yaml", {"methods": {"rapid_variants": [bad]}})
+    with pytest.raises(ValueError, match="task.num_digits: 8"):
+        B.load_config(BENCH / "cpu_headroom.yaml", {"task": {"num_digits": 12}})
     for bad in ([], ["fast"], [1e-4, 1e-4], [-1.0]):
         with pytest.raises(ValueError, match="learning_rates"):
             B.load_config(BENCH / "cpu_headroom.yaml", {"learning_rates": bad})
@@ -185,7 +208,9 @@ def test_headroom_config_plans_the_comparison():
     cfg = B.load_config(BENCH / "cpu_headroom.yaml")
     plan = cfg["plan"]
     assert cfg["model"]["kind"] == "warm_start" and cfg["task"]["name"] == "sort_digits"
-    assert len(cfg["seeds"]) >= 5 and plan["learning_rates"] == [1e-4, 4e-4]
+    lrs = plan["learning_rates"]
+    assert len(cfg["seeds"]) >= 5 and len(lrs) == 2 and lrs[1] == pytest.approx(4 * lrs[0])  # the recipe's and 4×
+    assert cfg["training"]["learning_rate"] == lrs[0]
     hs = {(m["trainer"], m["h"]) for m in plan["methods"]}
     assert {("grpo", h) for h in (1, 2, 4, 8, 16)} | {("rapid", h) for h in (2, 4, 8, 16)} <= hs
     assert len(plan["arms"]) == 2 * len(plan["methods"])
@@ -209,3 +234,24 @@ def test_dry_run_prints_the_plan(capsys):
     assert B.main(["--config", str(BENCH / "cpu_headroom.yaml"), "--seeds", "0", "--dry_run"]) is None
     out = capsys.readouterr().out
     assert "18 arms × 1 seeds = 18 runs" in out and '"learning_rates"' in out
+
+
+def test_a_sweep_with_a_variant_runs_end_to_end(tmp_path, tiny_model_dir):
+    """Two learning rates × ((a) + a RAPID variant with its own argument), minuscule budget, in this process."""
+    overrides = {"seeds": [0], "budget": {"total_completions": 16}, "eval": {"every_steps": 2},
+                 "task": {"num_train_prompts": 32, "num_eval_prompts": 4}, "learning_rates": [1e-3, 4e-3],
+                 "training": {"num_generations": 4, "per_device_train_batch_size": 8, "logging_steps": 1},
+                 "methods": {"grpo_off_policy_h": [], "rapid_h": [],
+                             "rapid_variants": [{"name": "rapid_H2_eta3", "h": 2, "args": {"eta": 3.0}}]},
+                 "ideal": {"enabled": False}, "model": {"path": tiny_model_dir}, "isolation": "inprocess"}
+    cfg = B.load_config(ROOT / "configs" / "bench" / "cpu_demo.yaml", overrides)
+    result = B.run_benchmark(cfg, tmp_path / "out", command="test", root=tmp_path, log=lambda *a: None)
+    assert [(r["arm"], r["learning_rate"]) for r in result["runs"]] == [
+        ("grpo_on_policy@lr=0.001", 1e-3), ("rapid_H2_eta3@lr=0.001", 1e-3),
+        ("grpo_on_policy@lr=0.004", 4e-3), ("rapid_H2_eta3@lr=0.004", 4e-3)]
+    variant = [r for r in result["runs"] if r["method"] == "rapid_H2_eta3"]
+    assert all(r["config"]["eta"] == 3.0 and r["config"]["optimizer_steps_per_generation"] == 2 for r in variant)
+    assert all("rapid/ess" in r["diagnostics"] for r in variant)
+    assert set(result["summary"]) == {r["arm"] for r in result["runs"]}
+    assert (tmp_path / "out" / "accuracy_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "### Learning rate 0.004" in (tmp_path / "out" / "table.md").read_text()

@@ -150,8 +150,8 @@ def test_minif2f_refuses_to_train_on_a_test_only_dataset(tmp_path):
 
 @pytest.mark.parametrize("task, hint", [("nope", ""), ("math500", "MATH-500 has only test problems")])
 def test_unknown_task_is_a_clear_error(task, hint, tiny_model_dir, tmp_path):
-    with pytest.raises(ValueError, match=rf"Unknown task '{task}'.*{hint}.*Available tasks: repeat_digit, math, "
-                                         r"gsm8k, mbppplus, minif2f"):
+    with pytest.raises(ValueError, match=rf"Unknown task '{task}'.*{hint}.*Available tasks: repeat_digit, "
+                                         r"sort_digits, math, gsm8k, mbppplus, minif2f"):
         main(["--task", task, "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path / "out"),
               "--use_cpu", "true"])
 

@@ -175,6 +175,7 @@ def test_a_failure_while_scoring_one_completion_scores_it_zero(tmp_path, caplog)
     assert rewards == [1.0, 0.0, 0.0, None]
     assert logged["code_status"] == ["passed", "error", "error", "no_tests"]
     # The sandbox itself fails (its scratch root vanished): every completion scores 0 with status "error".
+    wait_for_cleanup()
     scratch.rmdir()
     with caplog.at_level("WARNING"):
         rewards = fn([good, good], tests=[TESTS, TESTS], log_extra=log)

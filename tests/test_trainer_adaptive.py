@@ -10,10 +10,18 @@ class ResampleRecorder(RecordingTrainer):
         super().__init__(*args, **kwargs)
         self.sampled_prompts = []
 
+        self.token_ratios = []  # completion tokens of a micro-step / the token normaliser TRL's dapo loss divides by
+
     def _generate_and_score_completions(self, inputs):
         if self.model.training:
             self.sampled_prompts.append(sorted(x["prompt"] for x in inputs))
         return super()._generate_and_score_completions(inputs)
+
+    def _compute_loss(self, model, inputs):
+        if self.model.training:  # TRL 1.16's dapo normaliser, one process: num_items_in_batch × GA / steps_per_generation
+            normaliser = inputs["num_items_in_batch"] * self.args.gradient_accumulation_steps / self.args.steps_per_generation
+            self.token_ratios.append((inputs["completion_mask"].sum() / normaliser).item())
+        return super()._compute_loss(model, inputs)
 
 
 def adaptive(tiny_model_dir, tmp_path, **overrides):
@@ -44,3 +52,9 @@ def test_h_shrinks_when_the_learning_rate_is_large(tiny_model_dir, tmp_path):
     assert max(trainer.advantage_errors) < 1e-5
     logged = logs_with(trainer, "rapid/wasted_completions")
     assert logged[-1]["rapid/wasted_completions"] == rule.wasted_rows
+    assert logged[-1]["rapid/resamples"] == rule.resamples
+    # the loss is normalised by one optimizer step's tokens on re-sampled steps too (dapo, TRL's default loss): the
+    # mean ratio stays near 1 (a part-buffer normalised as a full one would read 2–4 here)
+    assert trainer.args.loss_type == "dapo"
+    assert 0.7 < sum(trainer.token_ratios) / len(trainer.token_ratios) < 1.4
+    assert max(trainer.token_ratios) < 1.8

@@ -14,7 +14,7 @@ that were dropped were sampled and never trained on: they are counted as waste. 
 still trained on once per outer step (refreshed rows are new samples of the same prompts), so the data order, the
 number of optimizer steps and the checkpoint/resume logic are those of fixed H.
 
-At step 0 (θ = µ) every weight is 1, so a batch serves at least 2 optimizer steps.
+On a sample's first step θ = µ and every weight is 1, so a sample serves at least 2 optimizer steps (a re-sample too).
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ class AdaptiveH:
         if steps_left == 0:  # end of the outer step: the next one samples anyway
             self._close_sample()
             return False
-        if ess >= self.threshold:
+        # On a sample's first step θ = µ, so its ESS is 1 up to rounding (µ read off the sampler differs from the
+        # trainer's forward by ~1e-7): it says nothing about drift, so it never triggers a re-sample.
+        if self.steps_on_current_sample < 2 or ess >= self.threshold:
             return False
         self.resamples += 1
         self.wasted_rows += steps_left * rows_per_step

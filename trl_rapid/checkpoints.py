@@ -6,13 +6,19 @@ transformers 5.17 writes `checkpoint-<step>` file by file, `trainer_state.json` 
 
 - `save_checkpoint` (RapidTrainer's `_save_checkpoint`) writes every file into `tmp-checkpoint-<step>` and renames it
   to `checkpoint-<step>` once all processes have written theirs. A rename within one folder is atomic, and the `tmp-`
-  prefix matches neither `get_last_checkpoint` nor checkpoint rotation, so a killed save leaves only a `tmp-` folder,
-  removed by the next save.
+  prefix matches neither `get_last_checkpoint` nor checkpoint rotation, so a killed save leaves only a `tmp-` folder.
+- `remove_stale_staging` (RapidTrainer's `train`, main process only, before any step) deletes the `tmp-checkpoint-<step>`
+  folders a killed run left in output_dir, whatever step they were for: a resumed run with other `save_steps` would
+  otherwise never overwrite them, and each is a full copy of the model and optimizer. Only names matching that exact
+  pattern are touched; a complete `checkpoint-<step>` never is.
 - `resolve_resume_checkpoint` replaces `get_last_checkpoint` for `resume_from_checkpoint=True` (and the script's
   `--resume_from_checkpoint true`): it takes the newest *complete* checkpoint and warns about each partial one it skips
   (left by a plain `Trainer`, or by an older trl-rapid).
+- `load_optimizer_and_scheduler_on_cpu` (RapidTrainer's `_load_optimizer_and_scheduler`) lets a multi-process CPU run
+  resume: transformers maps the optimizer state to `cpu:0` there, which torch refuses to load to.
 - `check_finite_weights` refuses to write weights holding NaN or ±inf: such a checkpoint would destroy every run
-  resumed from it.
+  resumed from it. Under DeepSpeed ZeRO-3 each process holds an empty placeholder per parameter, so each parameter is
+  gathered for the check (`deepspeed.zero.GatheredParameters`; this path is not tested here: DeepSpeed is not installed).
 """
 
 from __future__ import annotations
@@ -22,16 +28,21 @@ import os
 import re
 import shutil
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
+from transformers.trainer_pt_utils import reissue_pt_warnings
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 from transformers.training_args import ParallelMode
+from transformers.utils import check_torch_load_is_safe
 
 STAGING_PREFIX = "tmp-"  # tmp-checkpoint-<step>: being written
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+# What `save_checkpoint` / `publish` leave when killed: tmp-checkpoint-<step> and tmp-checkpoint-<step>-replaced.
+_STAGING = re.compile(rf"^{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-(\d+)(-replaced)?$")
 LAST = ("true", "last", "latest")  # `--resume_from_checkpoint true`: the newest complete checkpoint of output_dir
 
 
@@ -141,25 +152,67 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def remove_stale_staging(run_dir: str | os.PathLike) -> list[str]:
+    """Delete the staging folders a killed run left in `run_dir` (call on the saving process, before training).
+
+    `tmp-checkpoint-<step>` is always partial or unpublished: delete it. `tmp-checkpoint-<step>-replaced` is the
+    complete checkpoint-<step> that `publish` moves aside for a second save at the same step; if the kill came before
+    the new folder took its name, it is the only copy, so it is renamed back instead of deleted. Returns what was
+    removed or restored, and warns about it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    done = []
+    for folder in sorted(p for p in run_dir.iterdir() if p.is_dir() and _STAGING.match(p.name)):
+        final = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{_STAGING.match(folder.name).group(1)}"
+        try:
+            if folder.name.endswith("-replaced") and not final.exists():
+                os.rename(folder, final)
+                done.append(f"{folder.name} -> {final.name} (restored)")
+            else:
+                shutil.rmtree(folder)
+                done.append(folder.name)
+        except FileNotFoundError:
+            pass  # another process sharing this folder (save_on_each_node) got there first
+    if done:
+        warnings.warn(
+            f"Removed staging folder(s) left in {run_dir} by a run killed while saving a checkpoint: {', '.join(done)}.",
+            stacklevel=2,
+        )
+    return done
+
+
 @torch.no_grad()
 def check_finite_weights(model, accelerator, what: str) -> None:
     """Raise NonFiniteWeightsError, on every process, if any parameter this run holds is NaN or ±inf."""
-    bad, total, first = 0, 0, None
+    names, bad = [], []
     for name, param in model.named_parameters():
-        local = param.to_local() if hasattr(param, "to_local") else param  # FSDP2 shards are DTensors
-        total += 1
-        if local.numel() and not torch.isfinite(local).all():
-            bad += 1
-            first = first or name
-    # Sharded weights: every process must agree, or one would raise while the others wait in a collective.
-    bad_everywhere = int(accelerator.reduce(torch.tensor(bad, device=accelerator.device), reduction="sum").item())
-    if bad_everywhere:
-        where = f" (first: {first})" if first else ""
+        names.append(name)
+        with _full_or_local(param) as local:
+            bad.append(bool(local.numel()) and not bool(torch.isfinite(local).all()))
+    # One flag per parameter, summed over processes: every process agrees (none raises while the others wait in a
+    # collective), and a parameter replicated on every process (DDP) or gathered (ZeRO-3) is counted once.
+    flags = accelerator.reduce(torch.tensor(bad, dtype=torch.float32, device=accelerator.device), reduction="sum")
+    bad_names = [name for name, flag in zip(names, flags.tolist()) if flag > 0]
+    if bad_names:
         raise NonFiniteWeightsError(
-            f"Refusing to write {what}: {bad_everywhere} parameter tensor(s) of {total} hold NaN or inf{where}. "
-            "Training diverged; the last complete checkpoint is still on disk. Resume from it with a lower "
-            "learning_rate (or max_grad_norm > 0), and check the reward functions for overflowing values."
+            f"Refusing to write {what}: {len(bad_names)} parameter tensor(s) of {len(names)} hold NaN or inf "
+            f"(first: {bad_names[0]}). Training diverged; the last complete checkpoint is still on disk. Resume from "
+            "it with a lower learning_rate (or max_grad_norm > 0), and check the reward functions for overflowing values."
         )
+
+
+@contextmanager
+def _full_or_local(param):
+    """The values of `param` this process can see: FSDP2 DTensors give their local shard (the flags are summed over
+    processes); a DeepSpeed ZeRO-3 parameter is an empty placeholder, so it is gathered, read-only, for the check."""
+    if hasattr(param, "ds_id"):  # ZeRO-3 (untested here: DeepSpeed is not installed in this project's environment)
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(param, modifier_rank=None):
+            yield param.data
+    else:
+        yield param.to_local() if hasattr(param, "to_local") else param
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -240,3 +293,22 @@ def resolve_resume_checkpoint(resume, output_dir: str) -> str | None:
                 "resume_from_checkpoint=True for the last complete checkpoint of output_dir."
             )
     return str(path)  # a missing path: transformers reports it
+
+
+def load_optimizer_and_scheduler_on_cpu(trainer, checkpoint: str) -> bool:
+    """The plain-DDP branch of transformers 5.17 `Trainer._load_optimizer_and_scheduler`, for processes on CPU: loads
+    optimizer.pt with map_location="cpu" where transformers passes args.device (`cpu:0` when world_size > 1, which
+    torch 2.13's `torch.load` cannot restore to). Returns False, loading nothing, in every other case."""
+    args = trainer.args
+    optimizer_file = os.path.join(checkpoint, OPTIMIZER_NAME)
+    scheduler_file = os.path.join(checkpoint, SCHEDULER_NAME)
+    if (args.world_size == 1 or args.device.type != "cpu" or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+            or not (os.path.isfile(optimizer_file) and os.path.isfile(scheduler_file))):
+        return False
+    check_torch_load_is_safe()
+    trainer.optimizer.load_state_dict(torch.load(optimizer_file, map_location="cpu", weights_only=True))
+    with warnings.catch_warnings(record=True) as caught_warnings:
+        check_torch_load_is_safe()
+        trainer.lr_scheduler.load_state_dict(torch.load(scheduler_file, weights_only=True))
+    reissue_pt_warnings(caught_warnings)
+    return True

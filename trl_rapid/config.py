@@ -55,10 +55,10 @@ class RapidConfig(GRPOConfig):
         max_optimizer_steps_per_generation (`int`, *optional*, defaults to `8`):
             With `optimizer_steps_per_generation="auto"`: the largest H, i.e. the size of the inference batch in
             optimizer steps.
-        adaptive_ess_threshold (`float`, *optional*, defaults to `0.8`):
+        adaptive_ess_threshold (`float`, *optional*, defaults to `0.9`):
             With `optimizer_steps_per_generation="auto"`: the smallest ESS/G (effective sample size of the truncated
             weights per group, divided by G, averaged over the step's groups and processes) at which the rest of the
-            inference batch is still used. In (0, 1].
+            inference batch is still used. In (0, 1]. 0.9 was chosen on a 1-seed pilot of the headroom task.
         baseline (`str`, *optional*, defaults to `"paper"`):
             Form of the importance-weighted group baseline: `"paper"` `(1/G) Σ_j w̄_j R_j`; `"self_normalized"`
             `Σ_j w̄_j R_j / Σ_j w̄_j`; `"leave_one_out"` `(1/(G−1)) Σ_{j≠i} w̄_j R_j` (RLOO at H = 1).
@@ -114,7 +114,7 @@ class RapidConfig(GRPOConfig):
         metadata={"help": "Adaptive H only: the largest H (inference batch = this many optimizer steps)."},
     )
     adaptive_ess_threshold: float = field(
-        default=0.8,
+        default=0.9,
         metadata={
             "help": "Adaptive H only: once an optimizer step's ESS/G falls below this, the rows of the inference batch "
             "not trained on yet are re-sampled with the current policy. In (0, 1]."
@@ -191,8 +191,8 @@ class RapidConfig(GRPOConfig):
             t = self.adaptive_ess_threshold
             if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
                 raise ValueError(
-                    f"adaptive_ess_threshold must be a number in (0, 1], got {t!r}. 0.8 keeps a batch while its "
-                    "weights still look on-policy."
+                    f"adaptive_ess_threshold must be a number in (0, 1], got {t!r}. 0.9 (the default) keeps a batch "
+                    "while its weights still look on-policy."
                 )
             if self.steps_per_generation is not None or self.generation_batch_size is not None:
                 raise ValueError(

@@ -4,6 +4,12 @@ optimizer step.
 TRL 1.16 treats a None reward (NaN) as "this function cannot score this completion" and leaves it out of the group
 baseline, but keeps ±inf: one infinite reward makes its group's baseline infinite, the advantages inf − inf = NaN (or
 ±inf after `nan_to_num`), and the first update writes NaN into every parameter while the logged loss reads 0.
+
+The gradient guard needs the step to be still ahead: transformers 5.17 calls `_get_grad_norm` just before
+`optimizer.step()`. Under DeepSpeed it is not: accelerate 1.15's `DeepSpeedEngineWrapper.backward` runs
+`engine.step()` (clip, update, zero_grad) inside the last micro-batch's backward, so by then the update is applied and
+there is nothing to skip. RapidTrainer then leaves the guard off and says so once, at the start of training
+(DEEPSPEED_GUARD_INACTIVE); non-finite weights are still refused at save time.
 """
 
 from __future__ import annotations
@@ -32,6 +38,14 @@ def non_finite_rewards_to_nan(rewards_per_func: torch.Tensor, names: list[str], 
                 stacklevel=3,
             )
     return rewards_per_func.masked_fill(infinite, math.nan)
+
+
+DEEPSPEED_GUARD_INACTIVE = (
+    "DeepSpeed is enabled: RapidTrainer's non-finite-gradient guard is inactive. DeepSpeed's engine applies each "
+    "update inside `accelerator.backward`, before the gradient norm can be checked, so an update with a NaN or inf "
+    "gradient is not skipped (rapid/skipped_updates is not logged). ±inf rewards are still unscorable, and weights "
+    "holding NaN or inf are still never saved. To keep the guard, train without DeepSpeed (DDP or FSDP)."
+)
 
 
 def is_finite_norm(grad_norm) -> bool:

@@ -203,5 +203,5 @@ def _train_warm_start(recipe: WarmStartRecipe, path: Path, log) -> dict:
     shutil.rmtree(path / "sft", ignore_errors=True)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     seconds = time.perf_counter() - start
-    log(f"[warm start] {TASK_NAME}: {recipe.sft_steps} SFT steps in {seconds:.0f}s -> {path.name}")
+    log(f"[warm start] {TASK_NAME}: {recipe.sft_steps} SFT steps in {seconds:.0f}s (cache key {recipe.key()})")
     return {"recipe": asdict(recipe), "key": recipe.key(), "sft_losses": losses, "build_seconds": seconds}

@@ -32,10 +32,16 @@ from trl.trainer.utils import (
 )
 
 from .adaptive import AdaptiveH
-from .checkpoints import check_finite_weights, resolve_resume_checkpoint, save_checkpoint
+from .checkpoints import (
+    check_finite_weights,
+    load_optimizer_and_scheduler_on_cpu,
+    remove_stale_staging,
+    resolve_resume_checkpoint,
+    save_checkpoint,
+)
 from .config import RapidConfig
 from .estimator import group_ess, rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
-from .faults import is_finite_norm, non_finite_rewards_to_nan, skip_update
+from .faults import DEEPSPEED_GUARD_INACTIVE, is_finite_norm, non_finite_rewards_to_nan, skip_update
 from .sampler_logprobs import plain_sampling_violations, recording_sampled_logprobs
 from .vllm_engine import server_weight_sync, vllm_setup
 
@@ -172,6 +178,12 @@ class RapidTrainer(GRPOTrainer):
         blockers = [name for name, active in (("rollout_func", self.rollout_func is not None), ("tools", bool(self.tools)),
                                               ("environment_factory", self.environment_factories is not None)) if active]
         blockers += plain_sampling_violations(self.accelerator.unwrap_model(self.model), self.generation_config)
+        if args.behaviour_logprobs == "auto":
+            # In low precision a KV-cached sampling step and the trainer's full forward round differently, so weights
+            # at inner step 0 would not be 1: "auto" promises exactness, so it recomputes µ there.
+            low = sorted({str(p.dtype) for p in self.model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
+            if low:
+                blockers.append(f"parameters in {', '.join(low)}")
         if not blockers:
             return source
         if args.behaviour_logprobs == "sampler":
@@ -290,7 +302,12 @@ class RapidTrainer(GRPOTrainer):
         groups = self._buffer_group_order[first * rows_per_micro_batch // group_size :].tolist()
         stale_inputs = [generation_batch[g * group_size + i] for g in groups for i in range(group_size)]
         batch = split_pixel_values_by_grid(self._generate_and_score_completions(stale_inputs))
-        micro_batches = split_tensor_dict(batch, self.args.steps_per_generation - first)
+        # TRL's token-level losses (dapo, cispo, vespo) divide by num_items_in_batch × GA / steps_per_generation, i.e.
+        # the tokens of one optimizer step on average over a full buffer; this part-buffer covers fewer steps.
+        remaining = self.args.steps_per_generation - first
+        if "num_items_in_batch" in batch:
+            batch["num_items_in_batch"] = batch["num_items_in_batch"] * self.args.steps_per_generation / remaining
+        micro_batches = split_tensor_dict(batch, remaining)
         self._buffered_inputs[first:] = [unsplit_pixel_values_by_grid(micro_batch) for micro_batch in micro_batches]
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -434,11 +451,8 @@ class RapidTrainer(GRPOTrainer):
         rows_per_step = self.args.per_device_train_batch_size * ga
         if rule.after_optimizer_step(step_in_outer, (totals[0] / totals[1]).item(), rows_per_step):
             self._resample_from = self._step % self.args.steps_per_generation
-        metrics = self._metrics["train"]
         if len(rule.h_history) > closed:  # TRL logs an empty metric as None: add `rapid/h` only when a sample closed
-            metrics["rapid/h"].extend(float(h) for h in rule.h_history[closed:])
-        metrics["rapid/resamples"].append(float(rule.resamples))
-        metrics["rapid/wasted_completions"].append(float(rule.wasted_rows * self.accelerator.num_processes))
+            self._metrics["train"]["rapid/h"].extend(float(h) for h in rule.h_history[closed:])
 
     # ---------------------------------------------------------------------------------------------------------------
     # 4. Fault tolerance: no non-finite update, no non-finite or partial checkpoint, no resume from a partial one
@@ -446,17 +460,24 @@ class RapidTrainer(GRPOTrainer):
     def _get_grad_norm(self, model, grad_norm=None):
         # Extends transformers 5.17 `Trainer._get_grad_norm`, called once per optimizer step just before
         # `optimizer.step()`: a non-finite norm (all processes see the same one) means the update would write NaN.
+        # Under DeepSpeed the engine has already applied the update inside `accelerator.backward` (faults.py): nothing
+        # is left to skip, so the guard stays off (train() says so) rather than count a skip that did not happen.
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
-        if not is_finite_norm(grad_norm):
+        if not self.is_deepspeed_enabled and not is_finite_norm(grad_norm):
             self._skipped_updates += 1
             skip_update(model, self.state.global_step, grad_norm, self._skipped_updates)
         return grad_norm
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # Extends TRL 1.16: every training log carries the running count of skipped updates.
+        # Extends TRL 1.16: every training log carries the running count of skipped updates (none under DeepSpeed,
+        # where nothing is skipped).
         self._flush_weight_diagnostics()  # RAPID's weight diagnostics, buffered on the device since the last log
         if self.model.training and "loss" in logs:
-            logs["rapid/skipped_updates"] = float(self._skipped_updates)
+            if not self.is_deepspeed_enabled:
+                logs["rapid/skipped_updates"] = float(self._skipped_updates)
+            if self._adaptive_h is not None:  # running totals, like skipped_updates (TRL would average them)
+                logs["rapid/resamples"] = float(self._adaptive_h.resamples)
+                logs["rapid/wasted_completions"] = float(self._adaptive_h.wasted_rows * self.accelerator.num_processes)
         super().log(logs, start_time)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
@@ -469,9 +490,23 @@ class RapidTrainer(GRPOTrainer):
         # mirrored in checkpoints.py): written into tmp-checkpoint-<step>, renamed to checkpoint-<step> when complete.
         save_checkpoint(self, model, trial)
 
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        # Mirrors the plain-DDP branch of transformers 5.17 `Trainer._load_optimizer_and_scheduler` for CPU processes:
+        # with world_size > 1 it maps the optimizer state to args.device, which is `cpu:0` there, and torch 2.13's
+        # `torch.load` refuses that location. Everything else (one process, GPUs, DeepSpeed, FSDP) goes to transformers.
+        if not (checkpoint and load_optimizer_and_scheduler_on_cpu(self, checkpoint)):
+            super()._load_optimizer_and_scheduler(checkpoint)
+
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         # Extends transformers 5.17: `resume_from_checkpoint=True` takes the newest complete checkpoint (skipping
-        # partial ones with a warning); a named partial checkpoint is an error before any work.
+        # partial ones with a warning); a named partial checkpoint is an error before any work. Then the staging
+        # folders of a killed save are removed (main process), and under DeepSpeed a warning says the gradient guard
+        # is off.
         resume = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        if self.args.should_save:
+            remove_stale_staging(self.args.output_dir)
+        if self.is_deepspeed_enabled and not getattr(self, "_warned_deepspeed_guard", False):
+            self._warned_deepspeed_guard = True
+            warnings.warn(DEEPSPEED_GUARD_INACTIVE, stacklevel=2)
         return super().train(resume_from_checkpoint=resume, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval,
                              **kwargs)

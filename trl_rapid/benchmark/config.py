@@ -86,6 +86,12 @@ def resolve(cfg: dict) -> dict:
     if not cfg["seeds"]:
         raise ValueError("seeds must list at least one seed.")
     lrs = plan_learning_rates(cfg["learning_rates"], train)
+    if cfg["model"].get("kind") == "warm_start":
+        digits = (cfg["model"].get("recipe") or {}).get("num_digits", 8)
+        if cfg["task"]["name"] != "sort_digits" or cfg["task"].get("num_digits", 8) != digits:
+            raise ValueError(f"model.kind warm_start is trained on sort_digits with {digits} digits: set task.name: "
+                             f"sort_digits and task.num_digits: {digits} (got {cfg['task']['name']!r}, "
+                             f"{cfg['task'].get('num_digits', 8)}).")
     cfg["plan"] = {
         "num_generations": group,
         "n_step": n_step,

@@ -111,7 +111,8 @@ def _ci(ci: dict | None, digits: int = 3) -> str:
 
 DIAGNOSTIC_COLUMNS = (("rapid/ess", "ESS / G"), ("rapid/truncated_frac", "truncated frac"),
                       ("rapid/staleness", "staleness"), ("rapid/weight_max", "weight max"),
-                      ("clip_ratio/region_mean", "PPO clip frac"))
+                      ("clip_ratio/region_mean", "PPO clip frac"), ("rapid/h", "mean H (adaptive)"),
+                      ("rapid/wasted_completions", "wasted completions"))
 
 
 def format_accuracy(result: dict) -> list[str]:

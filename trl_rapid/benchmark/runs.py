@@ -12,7 +12,7 @@ from .models import prepare_model
 from .plots import plot_accuracy_curves, plot_reward_vs_time, plot_time_breakdown
 from .report import format_table
 from .stats import _ideal_summary, _mean_std, summarize
-from .workers import _worker, check_method_configs
+from .workers import _worker
 
 
 class _Runner:
@@ -90,15 +90,19 @@ def run_benchmark(cfg: dict, output_dir: str | Path, command: str, root: Path | 
     output_dir.mkdir(parents=True, exist_ok=True)
     workdir = root / "outputs" / "bench" / "runs" / cfg["name"]
     load_before = [round(x, 2) for x in os.getloadavg()]
-    check_method_configs(cfg)  # every arm's trainer config builds: a bad variant argument stops us before any run
-    model_info = prepare_model(cfg, root)
-    if model_info.get("note"):
-        log(f"[bench] model {model_info['kind']} at {model_info['path']}: {model_info['note']}")
     plan = cfg["plan"]
     runner = _Runner(cfg["isolation"])
     runs, ideal_runs = [], []
-    start = time.perf_counter()
+    partial = output_dir / "runs.partial.jsonl"  # one line per finished run: a crash late in a long sweep loses one
     try:
+        # Every arm's trainer config builds (in a worker: building one initialises the device) before any work, so
+        # a bad variant argument stops the benchmark here, naming its method.
+        runner("check_configs", cfg)
+        model_info = prepare_model(cfg, root)
+        if model_info.get("note"):
+            log(f"[bench] model {model_info['kind']} at {model_info['path']}: {model_info['note']}")
+        partial.write_text("")
+        start = time.perf_counter()
         for i, seed in enumerate(cfg["seeds"]):
             # Rotate the method order from seed to seed, so that a slow drift of the machine's load does not always
             # fall on the same methods.
@@ -109,6 +113,8 @@ def run_benchmark(cfg: dict, output_dir: str | Path, command: str, root: Path | 
                 t = time.perf_counter()
                 r = runner("method", cfg, model_info, method, seed, str(workdir))
                 runs.append(r)
+                with partial.open("a") as f:
+                    f.write(json.dumps(r, default=str) + "\n")
                 log(f"[bench] seed {seed} {method['arm']:<22} total {r['times']['total']:7.2f}s "
                     f"(gen {r['times']['generation']:6.2f} train {r['times']['training']:6.2f} "
                     f"other {r['times']['other']:5.2f}) final reward {r['eval']['final_reward']:.3f} "
@@ -164,6 +170,7 @@ def run_benchmark(cfg: dict, output_dir: str | Path, command: str, root: Path | 
     }
     result["summary"] = summarize(runs, {int(k): v for k, v in ideal["per_seed"].items()}, cfg)
     (output_dir / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    partial.unlink(missing_ok=True)  # results.json holds every run now
     table = format_table(result)
     (output_dir / "table.md").write_text(table)
     plot_time_breakdown(result, output_dir / "time_breakdown.png")

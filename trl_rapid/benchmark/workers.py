@@ -168,17 +168,19 @@ def run_method(cfg: dict, model_info: dict, method: dict, seed: int, workdir: st
 
 
 DIAGNOSTICS = ("rapid/ess", "rapid/truncated_frac", "rapid/staleness", "rapid/weight_mean", "rapid/weight_max",
-               "clip_ratio/region_mean")
+               "clip_ratio/region_mean", "rapid/h", "rapid/wasted_completions")
+_LARGEST = ("rapid/weight_max", "rapid/wasted_completions")  # a maximum, or a running total: the run's largest value
 
 
 def _diagnostics(history: list[dict]) -> dict:
-    """Per run: the mean over logging steps of RAPID's weight diagnostics (the max for weight_max) and, for TRL GRPO,
-    its PPO clip ratio; missing keys are left out."""
+    """Per run: the mean over logging steps of RAPID's weight diagnostics (the largest value for weight_max and the
+    running total of wasted completions), adaptive H's `rapid/h` and, for TRL GRPO, its PPO clip ratio; missing keys
+    are left out."""
     out = {}
     for key in DIAGNOSTICS:
         values = [h[key] for h in history if key in h and h[key] is not None]
         if values:
-            out[key] = max(values) if key.endswith("weight_max") else sum(values) / len(values)
+            out[key] = max(values) if key in _LARGEST else sum(values) / len(values)
     return out
 
 
@@ -264,5 +266,6 @@ def run_ideal_training(cfg: dict, model_info: dict, seed: int, workdir: str) -> 
 
 def _worker(kind: str, *args):
     """Entry point of a benchmark worker process."""
-    fn = {"method": run_method, "ideal_generation": run_ideal_generation, "ideal_training": run_ideal_training}[kind]
+    fn = {"method": run_method, "ideal_generation": run_ideal_generation, "ideal_training": run_ideal_training,
+          "check_configs": check_method_configs}[kind]
     return fn(*args)
