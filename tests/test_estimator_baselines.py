@@ -72,3 +72,28 @@ def test_degenerate_groups():
 def test_unknown_baseline_is_refused():
     with pytest.raises(ValueError, match="baseline must be one of"):
         group_baseline(WEIGHTS, REWARDS, GROUPS, "mean")
+
+
+@pytest.mark.parametrize("kind", BASELINES)
+def test_with_reward_scaling_a_group_that_answered_alike_gets_no_advantage(kind):
+    # Group 0: all 8 answers right (R = 1) with weights averaging 0.95; TRL's group std is 0. Unscaled, the paper form
+    # gives every member 1 − 0.95 = 0.05; divided by (0 + 1e-4) that would be 500. Group 1 has signal and keeps it.
+    rewards = torch.tensor([1.0] * 4 + [1.0, 0.0, 1.0, NAN])
+    weights = torch.tensor([0.9, 1.0, 0.9, 1.0, 1.2, 0.8, 1.0, 1.0])
+    groups = torch.tensor([0] * 4 + [1] * 4)
+    scale = torch.tensor([0.0] * 4 + [0.5] * 4)
+    unscaled = rapid_advantages(rewards, weights, groups, baseline=kind)
+    scaled = rapid_advantages(rewards, weights, groups, reward_scale=scale, baseline=kind)
+    assert torch.equal(scaled[:4], torch.zeros(4))
+    torch.testing.assert_close(scaled[4:7], unscaled[4:7] / (0.5 + 1e-4))
+    assert scaled[7] == 0.0  # unscorable
+    if kind == "paper":
+        torch.testing.assert_close(unscaled[:4], torch.full((4,), 0.05))  # the bias the rule removes
+
+
+def test_constant_reward_groups_ignores_unscorable_rows():
+    from trl_rapid.estimator import constant_reward_groups
+
+    rewards = torch.tensor([0.5, NAN, 0.5, 1.0, 0.0, NAN, NAN])
+    groups = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    assert constant_reward_groups(rewards, groups).tolist() == [True, True, True, False, False, False, False]

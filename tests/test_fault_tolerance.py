@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from trl_rapid import RapidConfig, RapidTrainer
-from trl_rapid.checkpoints import NonFiniteWeightsError, checkpoint_problem, resolve_resume_checkpoint
+from trl_rapid.checkpoints import (
+    NonFiniteWeightsError,
+    checkpoint_problem,
+    remove_stale_staging,
+    resolve_resume_checkpoint,
+)
 from trl_rapid.console import CompactProgressCallback
 from trl_rapid.tiny import make_repeat_digit_dataset, repeat_digit_reward
 
@@ -132,6 +138,44 @@ def test_an_overflowing_gradient_skips_its_update_and_training_goes_on(tiny_mode
     assert "training:" not in lines.getvalue() and "skipped 3" in lines.getvalue()
 
 
+def test_under_deepspeed_the_gradient_guard_is_off_and_says_so(tiny_model_dir, tmp_path):
+    # DeepSpeed is not installed here, so this checks only RapidTrainer's own branch on `is_deepspeed_enabled` (forced
+    # on a real trainer; nothing else is replaced): no skip is claimed, no count is logged, and train() warns first.
+    trainer = RapidTrainer(model=tiny_model_dir, reward_funcs=repeat_digit_reward, args=config(tmp_path),
+                           train_dataset=make_repeat_digit_dataset(16),
+                           processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    model = trainer.model.train()  # as during training: log() adds the count to training logs only
+
+    def nan_gradients():
+        model.zero_grad(set_to_none=True)
+        (model(torch.tensor([[1, 2, 3]])).logits.sum() * math.nan).backward()
+
+    nan_gradients()
+    with pytest.warns(UserWarning, match="update is skipped"):
+        assert math.isnan(trainer._get_grad_norm(model))
+    assert trainer._skipped_updates == 1 and all(p.grad is None for p in model.parameters())  # guard on: skipped
+
+    trainer.is_deepspeed_enabled = True
+    nan_gradients()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "skipped" warning
+        assert math.isnan(trainer._get_grad_norm(model))
+    assert trainer._skipped_updates == 1  # not counted
+    assert all(p.grad is not None for p in model.parameters())  # and the gradients were left alone
+    trainer.log({"loss": 0.5})
+    assert "rapid/skipped_updates" not in trainer.state.log_history[-1]
+    trainer.is_deepspeed_enabled = False
+    trainer.log({"loss": 0.5})
+    assert trainer.state.log_history[-1]["rapid/skipped_updates"] == 1
+
+    # At start-up, before DeepSpeed itself is set up (and, here, found missing).
+    trainer.is_deepspeed_enabled = True
+    with pytest.warns(UserWarning, match="non-finite-gradient guard is inactive") as caught, \
+            pytest.raises(ModuleNotFoundError, match="deepspeed"):
+        trainer.train()
+    assert sum("guard is inactive" in str(w.message) for w in caught) == 1
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # kill -9 while a checkpoint is being written
 # ---------------------------------------------------------------------------------------------------------------------
@@ -169,8 +213,8 @@ def run_killed_during_save(out: Path, model_dir: str, *extra: str, stall_at: int
     return Path(marker.read_text())  # the folder the save was writing into
 
 
-def script_args(*extra):
-    return ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2", "--num_eval_prompts", "0",
+def script_args(*extra, save_strategy="steps"):
+    return ["--max_steps", "6", "--save_strategy", save_strategy, "--save_steps", "2", "--num_eval_prompts", "0",
             "--num_train_prompts", "64", "--per_device_train_batch_size", "8", "--num_generations", "4", *extra]
 
 
@@ -185,17 +229,49 @@ def test_rapid_checkpoints_are_complete_or_absent_after_kill_9(tiny_model_dir, t
     # Resume through the trainer API, as a user would: resume_from_checkpoint=True.
     from trl_rapid.cli import load_task, parse_args
 
+    # Finished without further checkpoints (save_strategy "no"; a changed save_steps would not do: transformers 5.17
+    # takes save_steps from the resumed trainer_state.json): no later save is for step 4, so only the cleanup at the
+    # start of training removes its folder.
     script, args, _ = parse_args(["--config", str(DEMO), "--model_name_or_path", tiny_model_dir, "--output_dir",
-                                  str(out), *script_args()])
+                                  str(out), *script_args(save_strategy="no")])
     train_dataset, _, reward_funcs = load_task(script)
     steps = StepRecorder()
     trainer = RapidTrainer(model=tiny_model_dir, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                            processing_class=AutoTokenizer.from_pretrained(tiny_model_dir), callbacks=[steps])
-    trainer.train(resume_from_checkpoint=True)
+    with pytest.warns(UserWarning, match=r"Removed staging folder\(s\) .*: tmp-checkpoint-4\."):
+        trainer.train(resume_from_checkpoint=True)
     assert steps.seen == [3, 4, 5, 6]  # resumed after step 2
-    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == [
-        "checkpoint-2", "checkpoint-4", "checkpoint-6"]  # the stale tmp folder was replaced by the complete one
-    assert all(checkpoint_problem(out / f"checkpoint-{s}") is None for s in (2, 4, 6))
+    # The stale tmp folder is gone; the complete checkpoint is kept.
+    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-2"]
+    assert checkpoint_problem(out / "checkpoint-2") is None
+
+
+def test_stale_staging_cleanup_touches_only_staging_folders_and_restores_a_moved_checkpoint(tmp_path):
+    # What a kill inside `publish` leaves on a second save of step 5: checkpoint-5 moved aside (complete) and the new
+    # tmp-checkpoint-5, before the rename. And a kill during the step-7 save, next to look-alike names.
+    def folder(name, *files):
+        (tmp_path / name).mkdir()
+        for file in files:
+            (tmp_path / name / file).write_text("x")
+
+    folder("checkpoint-3", "trainer_state.json")
+    folder("tmp-checkpoint-5-replaced", "trainer_state.json", "model.safetensors")
+    folder("tmp-checkpoint-5", "model.safetensors")
+    folder("tmp-checkpoint-7", "model.safetensors")
+    folder("tmp-checkpoint-3-replaced", "trainer_state.json")  # checkpoint-3 exists: a leftover copy
+    for keep in ("tmp-checkpoint-x", "tmp-checkpoints-9", "my-tmp-checkpoint-2", "tmp-checkpoint-8.bak"):
+        folder(keep)
+    (tmp_path / "tmp-checkpoint-9").write_text("a file, not a folder")
+
+    with pytest.warns(UserWarning, match="Removed staging folder"):
+        done = remove_stale_staging(tmp_path)
+    assert done == ["tmp-checkpoint-3-replaced", "tmp-checkpoint-5", "tmp-checkpoint-5-replaced -> checkpoint-5 "
+                    "(restored)", "tmp-checkpoint-7"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-3", "checkpoint-5", "my-tmp-checkpoint-2", "tmp-checkpoint-8.bak", "tmp-checkpoint-9",
+        "tmp-checkpoint-x", "tmp-checkpoints-9"]
+    assert sorted(p.name for p in (tmp_path / "checkpoint-5").iterdir()) == ["model.safetensors", "trainer_state.json"]
+    assert remove_stale_staging(tmp_path) == []  # nothing left to do, no warning
 
 
 def test_a_partial_checkpoint_left_by_trl_is_skipped_when_the_script_resumes(tiny_model_dir, tmp_path):

@@ -291,7 +291,7 @@ AS_NOBODY = textwrap.dedent('''
     PY = "/usr/bin/python3"  # the virtualenv's interpreter lives under /root, which this user cannot enter
     report = {}
     try:
-        SandboxConfig(isolation="rlimits")
+        SandboxConfig(isolation="rlimits", python=PY)
         report["rlimits"] = "accepted"
     except ValueError as exc:
         report["rlimits"] = str(exc)
@@ -303,7 +303,7 @@ AS_NOBODY = textwrap.dedent('''
     report["unsafe"] = box.isolation
     report["good"] = box.run("def add(a, b):\\n    return a + b\\n", "assert add(2, 3) == 5\\n").status
     report["wrong"] = box.run("def add(a, b):\\n    return a - b\\n", "assert add(2, 3) == 5\\n").status
-    probe = box.run(sys.argv[1], "assert add(2, 3) == 5\\n")
+    probe = box.run(open(sys.argv[1]).read(), "assert add(2, 3) == 5\\n")
     report["probe"] = [probe.status, probe.stdout_tail]
     print(json.dumps(report))
 ''')
@@ -315,11 +315,17 @@ def test_rlimits_as_non_root_needs_explicit_consent(tmp_path):
         pytest.skip("needs root and setpriv to run a subprocess as the unprivileged user 'nobody'")
     from test_sandbox_forging import PROBE_VERDICT
 
-    probe = PROBE_VERDICT + "def add(a, b):\n    return 0\n"
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path), "TMPDIR": "/tmp"}
-    os.chmod(tmp_path, 0o777)
-    out = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                          AS_NOBODY, probe], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    home = Path(tempfile.mkdtemp(prefix="trl-rapid-nobody-"))  # pytest's tmp_path is not reachable for 'nobody'
+    try:
+        home.chmod(0o777)
+        probe = home / "probe.py"  # a file: on the trainer's command line the probe would find (and stop) the trainer
+        probe.write_text(PROBE_VERDICT + "def add(a, b):\n    return 0\n")
+        probe.chmod(0o644)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(home), "TMPDIR": "/tmp"}
+        out = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                              AS_NOBODY, str(probe)], capture_output=True, text=True, env=env, cwd=home, timeout=120)
+    finally:
+        remove_tree(home)
     if out.returncode != 0 and "Permission denied" in out.stderr:
         pytest.skip(f"the user 'nobody' cannot run this interpreter: {out.stderr[-300:]}")
     assert out.returncode == 0, out.stderr[-3000:]

@@ -225,13 +225,16 @@ ATTACKS = {
                                                 "lambda cid, n, a: ('ok', cid, 0, ())")),
     "proxy_names_not_identifiers": (17, takeover(["square perimeter", "1x", "", "def", "square_perimeter"],
                                                  "lambda cid, n, a: ('ok', cid, 0, ())")),
-    "too_many_names": (17, takeover([f"f{i}" for i in range(1500)] + ["square_perimeter"], "lambda cid, n, a: ('ok', cid, 0, ())")),
+    "too_many_names": (17, takeover([f"f{i}" for i in range(10001)] + ["square_perimeter"],
+                                    "lambda cid, n, a: ('ok', cid, 4 * a[0], ())")),
     "no_ready_message": (17, "import os, sys, time\nos.write(int(sys.argv[3]), b'')\nos._exit(0)\n"),
 }
 
 # name -> (tests source, completion). Each must score 1.0: the honest behaviours the proxies must preserve.
 GOOD = {
-    "reference_17": (17, ROWS[17]["code"]),  # plus inputs include True: a bool must arrive as a bool
+    "reference_17": (17, ROWS[17]["code"]),
+    "star_imports_before_the_function": (17, "from numpy import *\nfrom math import *\nfrom itertools import *\n"
+                                             "from os import *\nfrom string import *\n" + ROWS[17]["code"]),  # plus inputs include True: a bool must arrive as a bool
     "reference_139": (139, ROWS[139]["code"]),
     "reference_2": (2, ROWS[2]["code"]),
     "reference_8": (8, ROWS[8]["code"]),

@@ -63,8 +63,10 @@ def _reference_error(trainer, batch) -> float:
     log_w = ((token_logps - behaviour) * batch["completion_mask"]).sum(-1)
     rewards = batch[REWARDS]
     expected = rewards - group_baseline(truncated_weights(log_w, trainer.eta), rewards, groups, trainer.args.baseline)
-    if "rapid_reward_scale" in batch:
+    if "rapid_reward_scale" in batch:  # with a scale, a group whose rewards are all equal has no advantage
         expected = expected / (batch["rapid_reward_scale"] + 1e-4)
+        same = torch.tensor([len(set(rewards[groups == g].tolist())) == 1 for g in groups.tolist()])
+        expected = torch.where(same, torch.zeros_like(expected), expected)
     trainer.on_policy_gap = max(getattr(trainer, "on_policy_gap", 0.0),
                                 (batch["trl_advantages"] - batch["advantages"]).abs().max().item())
     trainer.max_log_weight = max(getattr(trainer, "max_log_weight", 0.0), log_w.abs().max().item())

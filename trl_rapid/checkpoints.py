@@ -7,10 +7,11 @@ transformers 5.17 writes `checkpoint-<step>` file by file, `trainer_state.json` 
 - `save_checkpoint` (RapidTrainer's `_save_checkpoint`) writes every file into `tmp-checkpoint-<step>` and renames it
   to `checkpoint-<step>` once all processes have written theirs. A rename within one folder is atomic, and the `tmp-`
   prefix matches neither `get_last_checkpoint` nor checkpoint rotation, so a killed save leaves only a `tmp-` folder.
-- `remove_stale_staging` (RapidTrainer's `train`, main process only, before any step) deletes the `tmp-checkpoint-<step>`
-  folders a killed run left in output_dir, whatever step they were for: a resumed run with other `save_steps` would
-  otherwise never overwrite them, and each is a full copy of the model and optimizer. Only names matching that exact
-  pattern are touched; a complete `checkpoint-<step>` never is.
+- `remove_stale_staging` (RapidTrainer's `train`, main process only, before any step) deletes the
+  `tmp-checkpoint-<step>` folders a killed run left in output_dir, whatever step they were for. A run that never saves
+  that step again (a new run with other `save_steps`, a resume with `save_strategy="no"`) would otherwise keep each,
+  a full copy of the model and optimizer. Only names matching that exact pattern are touched; a complete
+  `checkpoint-<step>` never is.
 - `resolve_resume_checkpoint` replaces `get_last_checkpoint` for `resume_from_checkpoint=True` (and the script's
   `--resume_from_checkpoint true`): it takes the newest *complete* checkpoint and warns about each partial one it skips
   (left by a plain `Trainer`, or by an older trl-rapid).
@@ -18,7 +19,7 @@ transformers 5.17 writes `checkpoint-<step>` file by file, `trainer_state.json` 
   resume: transformers maps the optimizer state to `cpu:0` there, which torch refuses to load to.
 - `check_finite_weights` refuses to write weights holding NaN or ±inf: such a checkpoint would destroy every run
   resumed from it. Under DeepSpeed ZeRO-3 each process holds an empty placeholder per parameter, so each parameter is
-  gathered for the check (`deepspeed.zero.GatheredParameters`; this path is not tested here: DeepSpeed is not installed).
+  gathered for the check (`deepspeed.zero.GatheredParameters`; not tested here: DeepSpeed is not installed).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from pathlib import Path
 
 import torch
 from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
-from transformers.trainer_pt_utils import reissue_pt_warnings
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_pt_utils import reissue_pt_warnings
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 from transformers.training_args import ParallelMode
 from transformers.utils import check_torch_load_is_safe
@@ -176,7 +177,8 @@ def remove_stale_staging(run_dir: str | os.PathLike) -> list[str]:
             pass  # another process sharing this folder (save_on_each_node) got there first
     if done:
         warnings.warn(
-            f"Removed staging folder(s) left in {run_dir} by a run killed while saving a checkpoint: {', '.join(done)}.",
+            f"Removed staging folder(s) left in {run_dir} by a run killed while saving a checkpoint: "
+            f"{', '.join(done)}.",
             stacklevel=2,
         )
     return done
@@ -198,7 +200,8 @@ def check_finite_weights(model, accelerator, what: str) -> None:
         raise NonFiniteWeightsError(
             f"Refusing to write {what}: {len(bad_names)} parameter tensor(s) of {len(names)} hold NaN or inf "
             f"(first: {bad_names[0]}). Training diverged; the last complete checkpoint is still on disk. Resume from "
-            "it with a lower learning_rate (or max_grad_norm > 0), and check the reward functions for overflowing values."
+            "it with a lower learning_rate (or max_grad_norm > 0), and check the reward functions for overflowing "
+            "values."
         )
 
 

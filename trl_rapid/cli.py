@@ -141,8 +141,26 @@ class RapidScriptArguments:
     )
     code_isolation: str = field(
         default="auto",
-        metadata={"help": "Sandbox isolation: 'auto', 'namespaces' or 'rlimits' (see trl_rapid/rewards/sandbox.py).",
+        metadata={"help": "Sandbox isolation: 'auto', 'namespaces' or 'rlimits' (see trl_rapid/rewards/sandbox/).",
                   "choices": ["auto", "namespaces", "rlimits"]},
+    )
+    code_allow_unsafe_rlimits: bool = field(
+        default=False,
+        metadata={"help": "Consent to isolation 'rlimits' as a non-root user, where the programs run as your own user "
+                          "(they can read the trainer's environment, e.g. HF_TOKEN, your files, and kill the trainer). "
+                          "Refused without it; use only inside a disposable container."},
+    )
+    code_sandbox_uid_base: int = field(
+        default=61000,
+        metadata={"help": "As root, each trainer process leases 2 x code_workers sandbox uids from "
+                          "[code_sandbox_uid_base, + code_sandbox_uid_count) (a lock file per uid), so several "
+                          "trainers or ranks on one machine never share one. Pick a range no account uses."},
+    )
+    code_sandbox_uid_count: int = field(
+        default=1024, metadata={"help": "Size of that uid range (machine-wide: 2 uids per sandbox worker)."}
+    )
+    code_scratch_root: str | None = field(
+        default=None, metadata={"help": "Directory for the sandbox's per-run scratch dirs (default: the temp dir)."}
     )
 
     # Lean reward (minif2f)
@@ -254,7 +272,9 @@ def build_reward(kind: str, script_args):
         from .rewards import SandboxConfig, make_code_reward
 
         limits = dict(timeout_s=script_args.code_timeout_s, memory_mb=script_args.code_memory_mb,
-                      isolation=script_args.code_isolation)
+                      isolation=script_args.code_isolation, allow_unsafe_rlimits=script_args.code_allow_unsafe_rlimits,
+                      sandbox_uid_base=script_args.code_sandbox_uid_base,
+                      sandbox_uid_count=script_args.code_sandbox_uid_count, scratch_root=script_args.code_scratch_root)
         if script_args.code_workers is not None:
             limits["workers"] = script_args.code_workers
         return make_code_reward(SandboxConfig(**limits), test_mode=script_args.code_test_mode)

@@ -109,11 +109,29 @@ def rapid_advantages(
 
     `baseline` picks the form of b (`BASELINES`). `reward_scale`, when given, divides the advantage (TRL's
     `scale_rewards` option: a per-row reward std). The paper's form has no scaling, which is RapidConfig's default.
+
+    With a scale, a group whose scored rewards are all equal gets A = 0, as GRPO's does. It carries no signal, but the
+    paper's and the leave-one-out baselines are not its reward: the truncated weights need not average to 1, so every
+    member gets R(1 − mean w̄) ≠ 0, and a std of 0 (+1e-4) would multiply that by 10⁴ (seen: accuracy collapsing to
+    ~0 on the headroom task once most groups answered alike).
     """
     advantages = rewards - group_baseline(weights, rewards, group_ids, baseline)
     if reward_scale is not None:
-        advantages = advantages / (reward_scale + 1e-4)
+        scaled = advantages / (reward_scale + 1e-4)
+        advantages = torch.where(constant_reward_groups(rewards, group_ids), torch.zeros_like(scaled), scaled)
     return torch.nan_to_num(advantages, nan=0.0)
+
+
+def constant_reward_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """Per row, True when every scored reward of its group is equal (NaN rows left out), shape (B,)."""
+    index, num_groups = _group_index(group_ids)
+    scored = ~torch.isnan(rewards)
+    inf = torch.full_like(rewards, math.inf)
+    high = torch.full((num_groups,), -math.inf, dtype=rewards.dtype, device=rewards.device).scatter_reduce(
+        0, index, torch.where(scored, rewards, -inf), reduce="amax")
+    low = torch.full((num_groups,), math.inf, dtype=rewards.dtype, device=rewards.device).scatter_reduce(
+        0, index, torch.where(scored, rewards, inf), reduce="amin")
+    return (high == low)[index]
 
 
 def weight_diagnostics(log_weights: torch.Tensor, eta: float, group_ids: torch.Tensor) -> dict[str, torch.Tensor]:

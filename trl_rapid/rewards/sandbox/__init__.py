@@ -50,7 +50,9 @@ environment, scratch directory and two processes, each under its own leased uid,
 ptrace or signal the verdict process (nor the trainer); the verdict process is also non-dumpable. The candidate's
 parent is a supervisor (a forked copy of the runner) that kills everything of its uid when the program ends.
 
-Common to both: a fresh `python -I -B` interpreter per process, an environment built from scratch (PATH, LANG,
+Common to both: a fresh `python -I -S -B` interpreter per process (`sys.path` and `sys.prefix` as `site` would set
+them are computed once per Sandbox inside the sandbox and set by a prelude; .pth hooks do not run, and `site`'s
+`exit`/`quit`/`help` built-ins do not exist), an environment built from scratch (PATH, LANG,
 HOME, TMPDIR, thread caps and a sweep token; nothing from the trainer's environment), stdin from /dev/null,
 `RLIMIT_CPU/AS/NPROC/FSIZE/NOFILE` and no core dumps, a wall-clock timeout after which both process groups and every
 process carrying the run's sweep token or owning its uids is SIGKILLed, stdout/stderr to files (a short tail is
@@ -76,6 +78,8 @@ What is NOT enforced (be explicit when deploying):
   write to world-writable directories: what the sandbox uids leave in /tmp, /var/tmp, /dev/shm, /run/lock, /var/lock,
   /dev/mqueue (and world-writable directories up to 3 levels below them) and their System V IPC objects are deleted
   after every run, but not files in other world-writable directories elsewhere.
+  Programs scored at the same time on different workers can talk to each other (network, those directories); neither
+  holds a test or a token, so this gives them nothing to forge with.
 * "namespaces": world-readable files (and, without root, the user's own files) stay readable; /sys and /dev keep
   their flags (writes there need privileges the programs lack); a mount whose flags a user namespace cannot
   preserve stays as it was (remounting is best effort); /dev/shm memory is bounded by `shm_mb`, not `RLIMIT_AS`;

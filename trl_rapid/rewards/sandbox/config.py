@@ -95,8 +95,8 @@ class SandboxConfig:
             raise ValueError(
                 "SandboxConfig.isolation='rlimits' as a non-root user is refused: "
                 + RLIMITS_AS_USER_EXPOSES.format(uid=os.geteuid())
-                + ". Use isolation='namespaces' or 'auto' (needs unprivileged user namespaces), run as root, or, inside "
-                "a disposable container only, set SandboxConfig.allow_unsafe_rlimits=True (script flag "
+                + ". Use isolation='namespaces' or 'auto' (needs unprivileged user namespaces), run as root, or, "
+                "inside a disposable container only, set SandboxConfig.allow_unsafe_rlimits=True (script flag "
                 "--code_allow_unsafe_rlimits) to accept this."
             )
 

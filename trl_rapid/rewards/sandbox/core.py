@@ -340,9 +340,9 @@ class Sandbox:
             armed_r, armed_w = os.pipe()
             fds += [calls_r, calls_w, replies_r, replies_w, armed_r, armed_w]
 
-            verdict = self._spawn(isolation, VERDICT_SOURCE, [verdict_payload, result_fd, calls_w, replies_r, armed_w],
-                                  [same_uid], verdict_uid, verdict_dir, private / "verdict.out", private / "verdict.err",
-                                  token, self._preludes[isolation])
+            verdict_fds = [verdict_payload, result_fd, calls_w, replies_r, armed_w]
+            verdict = self._spawn(isolation, VERDICT_SOURCE, verdict_fds, [same_uid], verdict_uid, verdict_dir,
+                                  private / "verdict.out", private / "verdict.err", token, self._preludes[isolation])
             procs.append(verdict)
             for fd in (verdict_payload, result_fd, calls_w, replies_r, armed_w):
                 os.close(fd)

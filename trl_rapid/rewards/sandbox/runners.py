@@ -16,6 +16,7 @@ from pathlib import Path
 
 CODEC_SOURCE = (Path(__file__).parent / "codec.py").read_text()
 VERDICT_WORDS = ("failed", "solution_error", "protocol_error")
+_LIMITS = "MAX_NAMES = 10000  # top-level callables the candidate may report\n"
 
 _CANDIDATE_MAIN = r'''
 def _read_all(fd):
@@ -98,7 +99,12 @@ def _candidate():
         except Exception:
             pass
         os._exit(1)
-    names = tuple(k for k, v in list(namespace.items()) if type(k) is str and callable(v))[:1000]
+    import builtins
+    # The solution's own functions first, so that star imports (`from numpy import *`) cannot push them past the cap.
+    names = [k for k, v in list(namespace.items()) if type(k) is str and callable(v) and not hasattr(builtins, k)
+             and not (k.startswith("__") and k.endswith("__"))]
+    own = [k for k in names if getattr(getattr(namespace[k], "__code__", None), "co_filename", "") == "<solution>"]
+    names = tuple(dict.fromkeys(own + names))[:MAX_NAMES]
     flush()
     _send(replies_fd, ("ready", names))
     while True:
@@ -277,7 +283,7 @@ def _verdict():
         print(f"the solution raised: {first[1]}", file=sys.stderr)
         finish("solution_error", 2)
     if not (type(first) is tuple and len(first) == 2 and first[0] == "ready" and type(first[1]) is tuple
-            and len(first[1]) <= 1000 and all(type(n) is str for n in first[1])):
+            and len(first[1]) <= MAX_NAMES and all(type(n) is str for n in first[1])):
         print("protocol error: the candidate did not report its names", file=sys.stderr)
         finish("protocol_error", 3)
     namespace = {"__name__": "__solution__", "__builtins__": builtins}
@@ -301,8 +307,8 @@ def _verdict():
 _verdict()
 '''
 
-CANDIDATE_SOURCE = CODEC_SOURCE + _CANDIDATE_MAIN
-VERDICT_SOURCE = CODEC_SOURCE + _VERDICT_MAIN
+CANDIDATE_SOURCE = CODEC_SOURCE + _LIMITS + _CANDIDATE_MAIN
+VERDICT_SOURCE = CODEC_SOURCE + _LIMITS + _VERDICT_MAIN
 
 # Run by /bin/sh as PID 1 of the new namespaces (still privileged there), then replaced by the interpreter.
 # "$1" scratch dir, "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
