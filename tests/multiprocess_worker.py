@@ -4,6 +4,7 @@ Each rank trains RapidTrainer and records, for every generation call, its prompt
 kept for its rows, and the rewards recomputed here from its own decoded completions; then writes rank<N>.json.
 """
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -61,6 +62,10 @@ def main(model_dir: str, out_dir: str, mode: str = "fixed"):
         "h_history": trainer._adaptive_h.h_history if trainer._adaptive_h else None,
     }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    # A trainer (and its DDP model) freed only at interpreter exit, after destroy_process_group, can hang a rank
+    # (seen in tests/resume_multiprocess_worker.py, and once here): free it first.
+    del trainer
+    gc.collect()
     dist.destroy_process_group()  # without it one rank can abort at exit
 
 

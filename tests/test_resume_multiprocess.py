@@ -12,14 +12,14 @@ WORKER = str(REPO / "tests" / "resume_multiprocess_worker.py")
 @pytest.mark.slow
 def test_a_two_process_cpu_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, free_port_factory):
     out = tmp_path / "out"
-    launch([WORKER, tiny_model_dir, str(out), "first", "4"], tmp_path, free_port_factory())
+    launch([WORKER, tiny_model_dir, str(out), "first", "4"], tmp_path, free_port_factory(), timeout=180)
     first = [json.loads((out / f"rank{i}-first.json").read_text()) for i in range(2)]
     assert [r["world_size"] for r in first] == [2, 2]
     assert first[0]["device"] == "cpu:0"  # where transformers maps the optimizer state on resume
     assert [r["steps"] for r in first] == [[1, 2, 3, 4]] * 2
     assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-2", "checkpoint-4"]
 
-    launch([WORKER, tiny_model_dir, str(out), "resume"], tmp_path, free_port_factory())
+    launch([WORKER, tiny_model_dir, str(out), "resume"], tmp_path, free_port_factory(), timeout=180)
     resumed = [json.loads((out / f"rank{i}-resume.json").read_text()) for i in range(2)]
     assert [r["steps"] for r in resumed] == [[5, 6]] * 2  # continued after checkpoint-4, on both ranks
     assert [r["global_step"] for r in resumed] == [6, 6]

@@ -9,7 +9,8 @@ One outer step, read top to bottom:
   3. update    — TRL's `_compute_loss` applies its surrogate (any `loss_type`) with that advantage; H optimizer steps
                  consume the buffer before the next rollout.
 
-Every override mirrors TRL 1.16.0's `GRPOTrainer` and names the method it extends.
+Every override mirrors TRL 1.16.0's `GRPOTrainer` and names the method it extends. Fault tolerance (gradient guard,
+finite and atomic checkpoints, resume) is the mixin in fault_tolerance.py.
 """
 
 from __future__ import annotations
@@ -31,58 +32,18 @@ from trl.trainer.utils import (
     unsplit_pixel_values_by_grid,
 )
 
-from .adaptive import AdaptiveH
-from .checkpoints import (
-    check_finite_weights,
-    load_optimizer_and_scheduler_on_cpu,
-    remove_stale_staging,
-    resolve_resume_checkpoint,
-    save_checkpoint,
-)
-from .config import RapidConfig
-from .estimator import group_ess, rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
-from .faults import DEEPSPEED_GUARD_INACTIVE, is_finite_norm, non_finite_rewards_to_nan, skip_update
-from .sampler_logprobs import plain_sampling_violations, recording_sampled_logprobs
-from .vllm_engine import server_weight_sync, vllm_setup
+from ..adaptive import AdaptiveH
+from ..config import RapidConfig
+from ..estimator import group_ess, rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
+from ..faults import non_finite_rewards_to_nan
+from ..sampler_logprobs import plain_sampling_violations, recording_sampled_logprobs
+from ..vllm_engine import server_weight_sync, vllm_setup
+from .batches import GROUP_IDS, MODEL_INPUT_KEYS, REWARD_SCALE, REWARDS, shuffle_groups
+from .fault_tolerance import FaultToleranceMixin
 
 logger = get_logger(__name__)
 
-# Keys RapidTrainer adds to each buffered row; TRL ignores them.
-REWARDS, GROUP_IDS, REWARD_SCALE = "rapid_rewards", "rapid_group_ids", "rapid_reward_scale"
-# Extra (multimodal) model inputs TRL 1.16's `_compute_loss` passes to its forward pass; the spanning-groups forward
-# passes the same.
-MODEL_INPUT_KEYS = (
-    "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
-    "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
-)
-
-
-def shuffle_groups(batch: dict, group_size: int, group_order: torch.Tensor | None = None) -> dict:
-    """Shuffle a generation batch by whole groups of `group_size` consecutive rows, keeping each group contiguous.
-
-    Replaces TRL's row-level `shuffle_sequence_dict`, which would scatter a prompt's completions across micro-batches.
-    `group_order` (a permutation of the group indices) is drawn at random unless given.
-    """
-    num_rows = len(next(v for v in batch.values() if v is not None and not _is_scalar(v)))
-    if group_order is None:
-        group_order = torch.randperm(num_rows // group_size)
-    permutation = (group_order[:, None] * group_size + torch.arange(group_size)).flatten()
-
-    def permute(value):
-        if value is None or _is_scalar(value):
-            return value
-        if isinstance(value, torch.Tensor):
-            return value[permutation.to(value.device)]
-        return [value[i] for i in permutation]
-
-    return {key: permute(value) for key, value in batch.items()}
-
-
-def _is_scalar(value) -> bool:
-    return isinstance(value, torch.Tensor) and value.ndim == 0
-
-
-class RapidTrainer(GRPOTrainer):
+class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
     """
     Trainer for RAPID: large-batch inference, then H off-policy mini-batch policy-gradient steps whose advantage uses an
     importance-weighted group baseline. A drop-in replacement for [`~trl.GRPOTrainer`]: same constructor, reward
@@ -93,8 +54,9 @@ class RapidTrainer(GRPOTrainer):
     outer step), `generation_time` and `train_time` (seconds of each outer step spent producing the batch vs updating),
     `skipped_updates` (running count of optimizer steps skipped for a non-finite gradient).
 
-    Fault tolerance (faults.py, checkpoints.py): a ±inf reward is unscorable like None; a non-finite gradient skips its
-    update; non-finite weights are never saved; checkpoints are complete or absent, and resume skips partial ones.
+    Fault tolerance (fault_tolerance.py, ../faults.py, ../checkpoints.py): a ±inf reward is unscorable like None; a
+    non-finite gradient skips its update (not under DeepSpeed, whose engine steps first: a warning says so); non-finite
+    weights are never saved; checkpoints are complete or absent, and resume skips partial ones.
     """
 
     _tag_names = ["trl", "rapid"]
@@ -124,7 +86,7 @@ class RapidTrainer(GRPOTrainer):
         with vllm_setup(args):
             super().__init__(model, reward_funcs, args, *positional, **kwargs)
         if self.use_vllm and self.vllm_mode == "server" and server_weight_sync(args) == "filesystem":
-            from .vllm_server import enable_filesystem_weight_sync
+            from ..vllm_server import enable_filesystem_weight_sync
 
             folder = args.vllm_weight_sync_dir or str(Path(args.output_dir) / "vllm-weights")
             enable_filesystem_weight_sync(self.vllm_generation, folder)
@@ -455,19 +417,8 @@ class RapidTrainer(GRPOTrainer):
             self._metrics["train"]["rapid/h"].extend(float(h) for h in rule.h_history[closed:])
 
     # ---------------------------------------------------------------------------------------------------------------
-    # 4. Fault tolerance: no non-finite update, no non-finite or partial checkpoint, no resume from a partial one
+    # Logging: the buffered weight diagnostics and RAPID's running totals
     # ---------------------------------------------------------------------------------------------------------------
-    def _get_grad_norm(self, model, grad_norm=None):
-        # Extends transformers 5.17 `Trainer._get_grad_norm`, called once per optimizer step just before
-        # `optimizer.step()`: a non-finite norm (all processes see the same one) means the update would write NaN.
-        # Under DeepSpeed the engine has already applied the update inside `accelerator.backward` (faults.py): nothing
-        # is left to skip, so the guard stays off (train() says so) rather than count a skip that did not happen.
-        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
-        if not self.is_deepspeed_enabled and not is_finite_norm(grad_norm):
-            self._skipped_updates += 1
-            skip_update(model, self.state.global_step, grad_norm, self._skipped_updates)
-        return grad_norm
-
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # Extends TRL 1.16: every training log carries the running count of skipped updates (none under DeepSpeed,
         # where nothing is skipped).
@@ -479,34 +430,3 @@ class RapidTrainer(GRPOTrainer):
                 logs["rapid/resamples"] = float(self._adaptive_h.resamples)
                 logs["rapid/wasted_completions"] = float(self._adaptive_h.wasted_rows * self.accelerator.num_processes)
         super().log(logs, start_time)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        # Extends transformers 5.17: weights holding NaN or inf are never written (NonFiniteWeightsError instead).
-        check_finite_weights(self.model, self.accelerator, f"the model to {output_dir or self.args.output_dir}")
-        super().save_model(output_dir, _internal_call)
-
-    def _save_checkpoint(self, model, trial):
-        # Replaces TRL 1.16 `GRPOTrainer._save_checkpoint` and transformers 5.17 `Trainer._save_checkpoint` (both
-        # mirrored in checkpoints.py): written into tmp-checkpoint-<step>, renamed to checkpoint-<step> when complete.
-        save_checkpoint(self, model, trial)
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        # Mirrors the plain-DDP branch of transformers 5.17 `Trainer._load_optimizer_and_scheduler` for CPU processes:
-        # with world_size > 1 it maps the optimizer state to args.device, which is `cpu:0` there, and torch 2.13's
-        # `torch.load` refuses that location. Everything else (one process, GPUs, DeepSpeed, FSDP) goes to transformers.
-        if not (checkpoint and load_optimizer_and_scheduler_on_cpu(self, checkpoint)):
-            super()._load_optimizer_and_scheduler(checkpoint)
-
-    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        # Extends transformers 5.17: `resume_from_checkpoint=True` takes the newest complete checkpoint (skipping
-        # partial ones with a warning); a named partial checkpoint is an error before any work. Then the staging
-        # folders of a killed save are removed (main process), and under DeepSpeed a warning says the gradient guard
-        # is off.
-        resume = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
-        if self.args.should_save:
-            remove_stale_staging(self.args.output_dir)
-        if self.is_deepspeed_enabled and not getattr(self, "_warned_deepspeed_guard", False):
-            self._warned_deepspeed_guard = True
-            warnings.warn(DEEPSPEED_GUARD_INACTIVE, stacklevel=2)
-        return super().train(resume_from_checkpoint=resume, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval,
-                             **kwargs)

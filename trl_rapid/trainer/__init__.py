@@ -1,0 +1,7 @@
+"""RapidTrainer (rapid_trainer.py: rollout → advantage → update, glue over TRL 1.16's GRPOTrainer), its buffered
+batch (batches.py) and its fault tolerance (fault_tolerance.py)."""
+
+from .batches import GROUP_IDS, MODEL_INPUT_KEYS, REWARD_SCALE, REWARDS, shuffle_groups
+from .rapid_trainer import RapidTrainer
+
+__all__ = ["RapidTrainer", "shuffle_groups", "REWARDS", "GROUP_IDS", "REWARD_SCALE", "MODEL_INPUT_KEYS"]
