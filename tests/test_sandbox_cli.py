@@ -30,3 +30,18 @@ def test_unsafe_rlimits_flag_is_parsed():
     assert args.code_allow_unsafe_rlimits is True
     (args,) = HfArgumentParser((RapidScriptArguments,)).parse_args_into_dataclasses(args=[])
     assert args.code_allow_unsafe_rlimits is False
+
+
+def test_hidden_paths_flag_and_a_local_dataset_reach_the_sandbox(tmp_path):
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text("{}\n")
+    (args,) = HfArgumentParser((RapidScriptArguments,)).parse_args_into_dataclasses(args=[
+        "--code_hidden_paths", "/opt/answers", "/srv/refs", "--dataset_name", str(dataset), "--code_workers", "1",
+    ])
+    assert args.code_hidden_paths == ["/opt/answers", "/srv/refs"]
+    try:
+        reward = build_reward("code", args)
+    except Exception as exc:  # no sandbox on this machine: the flag parsing above is what this test is about
+        pytest.skip(f"no code sandbox here: {exc}")
+    assert reward.sandbox.config.hidden_paths == ["/opt/answers", "/srv/refs", str(dataset.resolve())]
+    reward.sandbox.close()

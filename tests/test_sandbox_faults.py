@@ -332,7 +332,7 @@ def test_rlimits_as_non_root_needs_explicit_consent(tmp_path):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     refusal = report["rlimits"]
     for exposed in ("/proc/<pid>/environ", "HF_TOKEN", "HOME", "daemons", "kill the trainer", "allow_unsafe_rlimits",
-                    "--code_allow_unsafe_rlimits"):
+                    "--code_allow_unsafe_rlimits", "every world-readable file stays readable", "reference solutions"):
         assert exposed in refusal, (exposed, refusal)
     assert report["auto"] == "namespaces" or report["auto"].startswith("refused: "), report["auto"]
     assert "allow_unsafe_rlimits" in report["auto"] or report["auto"] == "namespaces"

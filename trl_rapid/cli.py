@@ -162,6 +162,13 @@ class RapidScriptArguments:
     code_scratch_root: str | None = field(
         default=None, metadata={"help": "Directory for the sandbox's per-run scratch dirs (default: the temp dir)."}
     )
+    code_hidden_paths: list[str] | None = field(
+        default=None,
+        metadata={"help": "Extra absolute paths the sandboxed programs must not read (isolation 'namespaces' covers "
+                          "them with an empty tmpfs), e.g. an output_dir outside the working directory or a dataset "
+                          "copy. Always hidden: the HF caches, the working directory, HOME, /root, /home and a local "
+                          "dataset_name / eval_dataset_name. 'rlimits' cannot hide files."},
+    )
 
     # Lean reward (minif2f)
     lean_repl_command: str | None = field(
@@ -212,22 +219,17 @@ def parse_args(argv: list[str] | None = None):
 
 def load_task(script_args):
     """Return (train_dataset, held-out dataset or None, reward_funcs) for `script_args.task`."""
-    if script_args.task == DEMO_TASK:
-        from .tiny import make_repeat_digit_dataset, repeat_digit_reward
-
+    if script_args.task in (DEMO_TASK, HEADROOM_TASK):  # built locally: train prompts seed 0, held-out seed 1
+        if script_args.task == DEMO_TASK:
+            from .tiny import make_repeat_digit_dataset as make_dataset, repeat_digit_reward as reward
+            default_eval = 100
+        else:
+            from .headroom import make_sort_digits_dataset as make_dataset, sort_digits_reward as reward
+            default_eval = 200
         num_train = 4000 if script_args.num_train_prompts is None else script_args.num_train_prompts
-        num_eval = 100 if script_args.num_eval_prompts == -1 else script_args.num_eval_prompts
-        train = make_repeat_digit_dataset(num_train, seed=0)
-        held_out = make_repeat_digit_dataset(num_eval, seed=1) if num_eval else None
-        return train, held_out, [repeat_digit_reward]
-    if script_args.task == HEADROOM_TASK:
-        from .headroom import make_sort_digits_dataset, sort_digits_reward
-
-        num_train = 4000 if script_args.num_train_prompts is None else script_args.num_train_prompts
-        num_eval = 200 if script_args.num_eval_prompts == -1 else script_args.num_eval_prompts
-        train = make_sort_digits_dataset(num_train, seed=0)
-        held_out = make_sort_digits_dataset(num_eval, seed=1) if num_eval else None
-        return train, held_out, [sort_digits_reward]
+        num_eval = default_eval if script_args.num_eval_prompts == -1 else script_args.num_eval_prompts
+        held_out = make_dataset(num_eval, seed=1) if num_eval else None
+        return make_dataset(num_train, seed=0), held_out, [reward]
 
     if script_args.task not in TASKS:
         hint = f" ({EVAL_ONLY[script_args.task]})" if script_args.task in EVAL_ONLY else ""
@@ -275,6 +277,9 @@ def build_reward(kind: str, script_args):
                       isolation=script_args.code_isolation, allow_unsafe_rlimits=script_args.code_allow_unsafe_rlimits,
                       sandbox_uid_base=script_args.code_sandbox_uid_base,
                       sandbox_uid_count=script_args.code_sandbox_uid_count, scratch_root=script_args.code_scratch_root)
+        local_data = [str(Path(name).resolve()) for name in (script_args.dataset_name, script_args.eval_dataset_name)
+                      if name and Path(name).exists()]  # a local dataset holds the reference solutions
+        limits["hidden_paths"] = [*(script_args.code_hidden_paths or []), *local_data]
         if script_args.code_workers is not None:
             limits["workers"] = script_args.code_workers
         return make_code_reward(SandboxConfig(**limits), test_mode=script_args.code_test_mode)

@@ -6,8 +6,11 @@ Dataset columns (as in the Hub dataset `evalplus/mbppplus`, which `trl_rapid.dat
 * `test_list` (list[str]): the original MBPP asserts ("base" tests), e.g. `"assert similar_elements((3, 4), (4, 5)) ==
   (4,)"`.
 * `test` (str): the MBPP+ "plus" test script: imports numpy, defines an `assertion(out, exp, atol)` helper, and loops
-  over hundreds of generated `inputs`/`results`, calling the function by name.
-* `tests` (str or list[str]): a generic alternative for other datasets: a test script, or a list of asserts.
+  over hundreds of generated `inputs`/`results`, calling the function by name. Its `np.allclose` fallback gets
+  evalplus's type and length checks first (`strict_plus_assertion`), so `[]` is not "close" to every float.
+* `tests` (str or list[str]): a generic alternative for other datasets: a test script, or a list of asserts. It runs
+  as `__main__` (guarded blocks and `unittest.main()` run; an exit ends the tests, a pass only with status 0 after
+  at least one call to the solution).
 
 Which tests run is chosen with `make_code_reward(test_mode=...)`: "all" (default, base + plus, the official MBPP+ pass
 criterion), "base" (`test_list` only) or "plus" (`test` only). `tests` is used whenever the MBPP+ columns are absent.
@@ -34,8 +37,12 @@ from .utils import completion_text
 
 logger = logging.getLogger(__name__)
 _TEST_MODES = ("all", "base", "plus")
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+# Linear-time patterns (they run in the trainer on hostile text): no two adjacent quantifiers can match the same
+# characters, and no quantifier runs past a line end, so a failed match at one start costs O(line), not O(text).
+_FENCE = re.compile(r"```[ \t]*(?:([A-Za-z0-9_+-]+)[ \t]*)?\n(.*?)(?:```|\Z)", re.DOTALL)
+_DEFINES = re.compile(r"^[ \t]*(?:def|class|async[ \t]+def)[ \t(]", re.MULTILINE)
 _PY_LANGS = {"python", "py", "python3", "py3", ""}
+MAX_SCANNED_CHARS = 100_000  # a completion is parsed from its first 100k characters only (solutions are far shorter)
 
 
 def extract_code(text: str) -> str:
@@ -43,12 +50,14 @@ def extract_code(text: str) -> str:
 
     Prefers fenced blocks (```python / ```py / bare ```), taking the last one that defines something (`def`/`class`),
     else the last Python block; an unterminated final fence (a truncated generation) counts as a block. Without fences,
-    MBPP's `[BEGIN] ... [DONE]` markers are honoured, and otherwise the whole text is taken as code.
+    MBPP's `[BEGIN] ... [DONE]` markers are honoured, and otherwise the whole text is taken as code. Only the first
+    `MAX_SCANNED_CHARS` characters are read, and every pattern is linear-time: this runs in the trainer process.
     """
+    text = text[:MAX_SCANNED_CHARS]
     blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
     python_blocks = [body for lang, body in blocks if lang in _PY_LANGS]
     if python_blocks:
-        defining = [b for b in python_blocks if re.search(r"^\s*(def|class|async def)\s", b, re.MULTILINE)]
+        defining = [b for b in python_blocks if _DEFINES.search(b)]
         return (defining or python_blocks)[-1].strip("\n")
     if blocks:  # only blocks in other languages: nothing to run
         return ""
@@ -57,6 +66,21 @@ def extract_code(text: str) -> str:
         end = text.find("[DONE]", begin)
         return text[begin + len("[BEGIN]") : end if end != -1 else None].strip("\n")
     return text.strip("\n")
+
+
+# MBPP+'s `assertion(out, exp, atol)` helper falls back to `np.allclose(out, exp)`, which is True for `out = []`
+# (an empty array broadcasts against anything). evalplus's own checker (evalplus/eval/__init__.py, unsafe_execute)
+# first asserts `type(out) == type(exp)` and, for lists/tuples, equal lengths: restore those two checks.
+_ALLCLOSE_LINE = re.compile(r"^([ \t]*)(assert np\.allclose\(out, exp\b)", re.MULTILINE)
+
+
+def strict_plus_assertion(test: str) -> str:
+    """The MBPP+ "plus" script with evalplus's type and length checks before its `np.allclose` fallback."""
+    return _ALLCLOSE_LINE.sub(
+        lambda m: (f"{m[1]}assert type(out) == type(exp)\n{m[1]}if isinstance(exp, (list, tuple)):\n"
+                   f"{m[1]}    assert len(out) == len(exp)\n{m[1]}{m[2]}"),
+        test,
+    )
 
 
 def _as_list(value) -> list[str]:
@@ -81,7 +105,7 @@ def build_tests(
     if mode in ("all", "base"):
         parts += _as_list(test_list)
     if mode in ("all", "plus") and test:
-        parts.append(test)
+        parts.append(strict_plus_assertion(test))
     if not parts:
         parts = _as_list(tests)
     if not any(p.strip() for p in parts):

@@ -64,7 +64,7 @@ def _token_pattern(tok: str) -> str:
 
 
 _FORBIDDEN_RE = re.compile("|".join(_token_pattern(tok) for tok in FORBIDDEN))
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_FENCE = re.compile(r"```[ \t]*(?:([A-Za-z0-9_+-]+)[ \t]*)?\n(.*?)(?:```|\Z)", re.DOTALL)  # linear: no ambiguous runs
 
 
 class LeanNotAvailableError(RuntimeError):

@@ -25,30 +25,51 @@ Semantics the tests see, and their limits:
   solution cannot shadow `set`, `zip`, `isinstance`...); names the tests define themselves (e.g. MBPP+'s
   `assertion`) replace the proxy, as they would have replaced the solution's own definition in one interpreter;
 * in-place mutation: after each call the candidate reports the arguments whose value changed, and the verdict
-  process updates its own objects in place (lists element by element, dicts and sets wholesale, tuples' mutable
-  items; a type change or a change to an immutable is a protocol error). Identity across calls (a function keeping
-  a reference to an argument and changing it later) is not reproduced; numpy arrays passed by the tests are not
-  updated in place;
+  process updates its own objects in place (lists element by element, with each item's index before the call so
+  that items moved by `xs.sort()` keep their identity; an immutable item such as a tuple is replaced, as `xs[i] =
+  ...` would; dicts and sets wholesale; a tuple argument's mutable items; a type change of an argument or a change
+  to an immutable argument is a protocol error). Not reproduced: aliasing between arguments (`f(a, a)` gets two
+  copies, so a change through one is not seen through the other), identity across calls (a function keeping a
+  reference to an argument and changing it later), numpy arrays passed by the tests (not updated in place);
 * the candidate's exceptions are re-raised as the built-in exception of that name (ValueError, KeyError...), or
   as a `CandidateError` when the type is not built-in or not an `Exception` (SystemExit cannot end the tests);
 * classes, instances, generators and module-level non-callables of the solution cannot cross: a test that builds
   the solution's objects (`Pair(1, 2)`) or reads its globals fails. Tests must import what they use themselves
-  (MBPP+ does, through `test_imports`).
+  (MBPP+ does, through `test_imports`);
+* the tests run as the main module (`__name__ == "__main__"`, `sys.argv == ["tests"]`, so `if __name__ ==
+  "__main__":` blocks and `unittest.main()` run). A `SystemExit` from the tests ends them: a pass only with status
+  0/None/False and after at least one call to the solution (`unittest.main()` that found no test exits 0 before
+  Python 3.12); any other exit fails.
 
 Isolation of both processes (`SandboxConfig.isolation`):
 
 ``"namespaces"`` (chosen by ``"auto"`` when a probe run succeeds): each process in its own
 ``unshare --pid --fork --kill-child --net --ipc --mount --mount-proc``: PID 1 of its own PID namespace (it cannot see
 or signal any process outside, the other process of the run included; when it exits the kernel kills everything it
-forked), no network (no loopback either), private System V IPC, its scratch directory bind-mounted over /tmp and
-/var/tmp, a small private /dev/shm, every other mount but /dev, /proc and /sys read-only. As root each process runs
+forked), no network (no loopback either), private System V IPC and POSIX message queues (and /dev/mqueue), its
+scratch directory bind-mounted over /tmp and /var/tmp, a small private /dev/shm, every other mount but /dev, /proc
+and /sys read-only, and the places that may hold datasets, reference solutions or tokens covered by an empty
+read-only tmpfs (`default_hidden_paths()`: the Hugging Face caches, the trainer's working directory and HOME, /root,
+/home; plus `SandboxConfig.hidden_paths` and, from the script, a local dataset file), with the interpreter's own
+trees (virtualenv, base installation) bound back read-only. As root each process runs
 under its own unprivileged uid with no supplementary groups and `no_new_privs`; as non-root an unprivileged user
 namespace is used (`--map-root-user`, every capability dropped before the interpreter starts).
 
 ``"rlimits"`` (as root: chosen by "auto" only when namespaces are unavailable): the same limits, timeout, fresh
 environment, scratch directory and two processes, each under its own leased uid, so the candidate cannot read,
 ptrace or signal the verdict process (nor the trainer); the verdict process is also non-dumpable. The candidate's
-parent is a supervisor (a forked copy of the runner) that kills everything of its uid when the program ends.
+parent is a supervisor (a forked copy of the runner) that kills everything of its uid when the program ends. What
+the run's uids hold in the host's /dev/shm (RAM that `RLIMIT_AS` does not count) is checked every 50 ms; past
+`shm_mb` MiB the run is killed and fails.
+
+No state carries from one completion to the next (the uids are reused): besides fresh processes, a deleted scratch
+directory and the sweeps above, the candidate runner, before the solution runs, empties its uid's user and
+user-session keyrings (only a dedicated sandbox uid's, as root) and installs a seccomp filter (x86_64 and aarch64;
+built with ctypes, inherited by all it starts; a 32-bit/x32 syscall kills the process) under which `add_key`,
+`request_key`, `keyctl`, `mq_open` and `mq_unlink` fail with EPERM: the kernel keyrings and POSIX message queues
+belong to a uid, not a process, and a fixed completion could otherwise learn one answer per run from them (an oracle
+search reached reward 1.0 in ~10 runs). On other architectures, or where seccomp is unavailable, only the
+start-of-run clearing applies (the candidate's stderr says so).
 
 Common to both: a fresh `python -I -S -B` interpreter per process (`sys.path` and `sys.prefix` as `site` would set
 them are computed once per Sandbox inside the sandbox and set by a prelude; .pth hooks do not run, and `site`'s
@@ -62,7 +83,8 @@ and runs at interpreter exit). Any failure while scoring one completion returns 
 exception leaves `Sandbox.run`.
 
 Concurrent trainers: as root each `Sandbox` leases `2 * workers` uids from [sandbox_uid_base, +sandbox_uid_count)
-with one `flock`ed lock file per uid in /run/trl-rapid-sandbox-uids (freed by the kernel when the process dies), and
+with one `flock`ed lock file per uid in /run/trl-rapid-sandbox-uids (freed by the kernel when the process dies; the
+directory is 0700, so a sandboxed program cannot open, and so hold, a lock file), and
 every sweep kills only this run's token or this sandbox's uids. Several trainers or ranks on one machine never share
 a uid or kill each other's programs.
 
@@ -73,24 +95,30 @@ What is NOT enforced (be explicit when deploying):
   (HOME, checkpoints), survive as daemons, kill the trainer (`os.kill(-1, SIGKILL)`) and, where
   kernel.yama.ptrace_scope is 0, read the trainer's memory, the hidden tests included. The verdict process is
   non-dumpable and the candidate starts only after it has consumed its tests, but that does not make this mode safe.
+* "rlimits" (any user) cannot hide files: every world-readable file stays readable, so a world-readable dataset
+  with reference solutions (a local jsonl, a world-readable HF_HOME) lets one fixed completion pass every task;
+  `hidden_paths` has no effect. Use "namespaces" for any dataset the programs could find.
 * "rlimits" as root: the programs can read world-readable files, including any process's command line
   (/proc/<pid>/cmdline: put no secret on a command line); they reach the network, 127.0.0.1 included; they can
   write to world-writable directories: what the sandbox uids leave in /tmp, /var/tmp, /dev/shm, /run/lock, /var/lock,
   /dev/mqueue (and world-writable directories up to 3 levels below them) and their System V IPC objects are deleted
   after every run, but not files in other world-writable directories elsewhere.
   Programs scored at the same time on different workers can talk to each other (network, those directories); neither
-  holds a test or a token, so this gives them nothing to forge with.
-* "namespaces": world-readable files (and, without root, the user's own files) stay readable; /sys and /dev keep
+  holds a test or a token, so this gives them nothing to forge with. /dev/shm use is checked by polling, so a program
+  can exceed `shm_mb` by what it writes in one 50 ms poll (~90 MiB at the 1.8 GiB/s measured) before it is killed.
+* "namespaces": world-readable files outside the hidden paths (and, without root, the user's own files there) stay
+  readable (hide dataset copies and an output_dir outside the working directory with `hidden_paths`); /sys and /dev keep
   their flags (writes there need privileges the programs lack); a mount whose flags a user namespace cannot
   preserve stays as it was (remounting is best effort); /dev/shm memory is bounded by `shm_mb`, not `RLIMIT_AS`;
   disk use in the scratch directory is bounded per file by `RLIMIT_FSIZE`, not in total (no quota).
 * In every mode the candidate sees the arguments of the calls made to it (as any function does) and may keep state
-  between the calls of one run; nothing survives between runs (fresh processes, scratch deleted, uid swept).
+  between the calls of one run; nothing it can write survives to a later run (see above), except, in "rlimits",
+  files in world-writable directories not swept.
 """
 
 from .cleanup import remove_tree, wait_for_cleanup
 from .codec import PlainDataError
-from .config import ExecutionResult, SandboxConfig, SandboxUnavailableError
+from .config import ExecutionResult, SandboxConfig, SandboxUnavailableError, default_hidden_paths
 from .core import Sandbox
 from .processes import ENV_TOKEN_KEY, find_sandbox_processes
 
@@ -101,6 +129,7 @@ __all__ = [
     "Sandbox",
     "SandboxConfig",
     "SandboxUnavailableError",
+    "default_hidden_paths",
     "find_sandbox_processes",
     "remove_tree",
     "wait_for_cleanup",

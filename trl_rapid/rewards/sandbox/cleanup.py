@@ -129,6 +129,33 @@ def remove_files_of_uids(uids, directories=SHARED_DIRS, max_depth: int = 3) -> l
     return removed
 
 
+def bytes_of_uids(directory: str, uids, max_entries: int = 20_000) -> float:
+    """Bytes that `uids` hold in `directory` (its files and those below directories they own or that are world-
+    writable); `inf` past `max_entries` entries (a flood of files counts as over any limit). Never raises."""
+    uids = set(uids)
+    total, seen, stack = 0, 0, [directory]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                found = list(entries)
+        except OSError:
+            continue
+        for entry in found:
+            seen += 1
+            if seen > max_entries:
+                return float("inf")
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if st.st_uid in uids or st.st_mode & 0o002:
+                    stack.append(entry.path)
+            elif st.st_uid in uids:
+                total += st.st_blocks * 512
+    return total
+
+
 def remove_ipc_of_uids(uids) -> int:
     """Remove System V shared memory, message queues and semaphores owned by `uids`; the count removed."""
     uids = {str(u) for u in uids}

@@ -9,12 +9,39 @@ from dataclasses import dataclass
 
 ISOLATIONS = ("auto", "namespaces", "rlimits")
 
+# What "rlimits" cannot take away (no mount namespace): said in the refusal, the fallback warning and the docs.
+RLIMITS_CANNOT_HIDE = (
+    "every world-readable file stays readable to the programs (a dataset file with reference solutions, a world-"
+    "readable HF_HOME or checkpoint lets one completion pass every task), hidden_paths has no effect"
+)
 RLIMITS_AS_USER_EXPOSES = (
     "the programs would run as your own user (uid {uid}), so a completion could read the trainer's environment and "
     "secrets through /proc/<pid>/environ (e.g. HF_TOKEN), read, write and delete your files (HOME, checkpoints), "
     "leave daemons running after the run, kill the trainer (os.kill(-1, SIGKILL)) and, where "
-    "kernel.yama.ptrace_scope is 0, read the trainer's memory, hidden tests included"
+    "kernel.yama.ptrace_scope is 0, read the trainer's memory, hidden tests included; and "
+    + RLIMITS_CANNOT_HIDE
 )
+
+
+# Never hidden (the programs need them to run); hidden_paths may not name them.
+SYSTEM_PATHS = ("/", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/etc", "/dev", "/proc", "/sys",
+                "/tmp", "/var", "/var/tmp", "/run")
+
+
+def default_hidden_paths() -> list[str]:
+    """What "namespaces" mode always hides: the Hugging Face caches (datasets with reference solutions, tokens), the
+    trainer's working directory and HOME, /root, /home and, for a source checkout of trl_rapid (an editable install),
+    that checkout (its tests/fixtures hold reference solutions)."""
+    home = os.path.expanduser("~")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    paths = [os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")]
+    paths += [os.environ[k] for k in ("HF_DATASETS_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
+                                      "TRANSFORMERS_CACHE", "HF_TOKEN_PATH") if os.environ.get(k)]
+    paths += [os.getcwd(), home, "/root", "/home"]
+    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    if os.path.isfile(os.path.join(checkout, "pyproject.toml")):
+        paths.append(checkout)
+    return [os.path.normpath(os.path.abspath(p)) for p in paths]
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -44,6 +71,11 @@ class SandboxConfig:
         sandbox_uid_count: size of that range (how many concurrent workers the machine's sandboxes can have, x2).
         scratch_root: where per-run directories are created (default: the system temp dir).
         shm_mb: size of the private /dev/shm tmpfs in namespace mode.
+        hidden_paths: extra absolute paths (directories or files) that "namespaces" mode covers with an empty,
+            read-only tmpfs (a file: /dev/null) so the solution cannot read them, e.g. dataset, reference or token
+            locations (`default_hidden_paths()` are always hidden too: the Hugging Face caches, the trainer's working
+            directory and HOME, /root, /home, a trl_rapid source checkout). The interpreter's own trees stay
+            readable. "rlimits" cannot hide anything: every world-readable file stays readable there.
     """
 
     timeout_s: float = 10.0
@@ -59,6 +91,7 @@ class SandboxConfig:
     sandbox_uid_count: int = 1024
     scratch_root: str | None = None
     shm_mb: int = 64
+    hidden_paths: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         def bad(field: str, fix: str):
@@ -91,6 +124,12 @@ class SandboxConfig:
             bad("sandbox_uid_base", "use an unused uid range >= 1000, e.g. 61000.")
         if self.scratch_root is not None and not os.path.isdir(self.scratch_root):
             bad("scratch_root", "use an existing directory or None for the system temp dir.")
+        if isinstance(self.hidden_paths, str) or not all(
+            isinstance(p, str) and os.path.isabs(p) and "\n" not in p and os.path.normpath(p) not in SYSTEM_PATHS
+            for p in self.hidden_paths
+        ):
+            bad("hidden_paths", f"use a list of absolute paths (no newlines), none of the system paths {SYSTEM_PATHS}.")
+        self.hidden_paths = [os.path.normpath(p) for p in self.hidden_paths]
         if self.isolation == "rlimits" and os.geteuid() != 0 and not self.allow_unsafe_rlimits:
             raise ValueError(
                 "SandboxConfig.isolation='rlimits' as a non-root user is refused: "

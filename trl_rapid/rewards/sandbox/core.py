@@ -20,8 +20,10 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .cleanup import REAPER, remove_files_of_uids, remove_ipc_of_uids, remove_tree
-from .config import RLIMITS_AS_USER_EXPOSES, ExecutionResult, SandboxConfig, SandboxUnavailableError
+from .cleanup import REAPER, bytes_of_uids, remove_files_of_uids, remove_ipc_of_uids, remove_tree
+from .config import RLIMITS_AS_USER_EXPOSES, RLIMITS_CANNOT_HIDE, ExecutionResult, SandboxConfig
+from .config import SandboxUnavailableError
+from .hiding import hide_plan, tree_under_tmp
 from .processes import ENV_TOKEN_KEY, UidLease, count_user_tasks, kill_run
 from .runners import CANDIDATE_SOURCE, NS_SCRIPT, VERDICT_SOURCE, VERDICT_WORDS
 
@@ -30,16 +32,7 @@ logger = logging.getLogger(__name__)
 _SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 _PROBE_CACHE: dict[tuple, str | None] = {}
 _PROBE_LOCK = threading.Lock()
-
-
-def _tree_under_tmp(python: str) -> str:
-    """The interpreter's environment root (e.g. a virtualenv: `<root>/bin/python`) if it lies below /tmp or /var/tmp,
-    which the namespace sandbox covers with the scratch directory; else ""."""
-    root = Path(os.path.abspath(python)).parent.parent  # not resolved: a venv's python is a link to the base one
-    for tmp in (Path("/tmp"), Path("/var/tmp")):
-        if tmp in root.parents:
-            return str(root)
-    return ""
+SHM_POLL_S = 0.05  # "rlimits" as root: how often a run's /dev/shm use is checked
 
 
 def _read_tail(path: Path, limit: int = 4096) -> str:
@@ -113,6 +106,7 @@ class Sandbox:
         for slot in range(self.config.workers):
             self._slots.put(slot)
         self._dirty: set[int] = set()  # slots whose uids still owned a process after the last run
+        self._hide = hide_plan(self.config, self.is_root)  # fixed at construction (the trainer's cwd and HOME)
         self.isolation = self._resolve_isolation()
 
     @property
@@ -146,7 +140,8 @@ class Sandbox:
                     + ". Enable unprivileged user namespaces, run as root, or, inside a disposable container only, set "
                     "SandboxConfig.allow_unsafe_rlimits=True (--code_allow_unsafe_rlimits)."
                 )
-            logger.warning("sandbox: namespaces unavailable (%s); falling back to isolation='rlimits'", problem)
+            logger.warning("sandbox: namespaces unavailable (%s); falling back to isolation='rlimits', where %s",
+                           problem, RLIMITS_CANNOT_HIDE)
         problem = self._cached_probe(key, "rlimits")
         if problem is not None:
             raise SandboxUnavailableError(
@@ -258,9 +253,9 @@ class Sandbox:
         ]
 
     def _spawn(self, isolation: str, source: str, fds: list[int], extra: list[str], uid: int | None, scratch: Path,
-               out_path: Path, err_path: Path, token: str, prelude: str | None) -> subprocess.Popen:
+               out_path: Path, err_path: Path, token: str, prelude: str | None, hide: bool = True) -> subprocess.Popen:
         """Start `python -I -S -B -c prelude+source fds... extra...` under `isolation`, as `uid` (root) or in a user
-        namespace (`prelude` None: with `site`, no -S)."""
+        namespace (`prelude` None: with `site`, no -S); `hide`: cover the hidden paths (namespaces)."""
         cfg = self.config
         home = "/tmp" if isolation == "namespaces" else str(scratch)
         env = {
@@ -284,7 +279,7 @@ class Sandbox:
                 ns = ["--user", "--map-root-user", *ns]
             argv = [self._unshare, *ns, "--", self._sh, "-c", NS_SCRIPT, "sh", str(scratch),
                     "" if uid is None else str(uid), str(cfg.shm_mb), self._mount, self._setpriv,
-                    _tree_under_tmp(cfg.python), *program]
+                    tree_under_tmp(cfg.python), *(self._hide if hide else ("", "", "")), *program]
         elif uid is not None and self._setpriv is not None:
             # setpriv resolves the interpreter path before the kernel drops its capabilities at exec, so an
             # interpreter under a root-only directory (e.g. pyenv in /root) still starts; the program has none.
@@ -342,7 +337,8 @@ class Sandbox:
 
             verdict_fds = [verdict_payload, result_fd, calls_w, replies_r, armed_w]
             verdict = self._spawn(isolation, VERDICT_SOURCE, verdict_fds, [same_uid], verdict_uid, verdict_dir,
-                                  private / "verdict.out", private / "verdict.err", token, self._preludes[isolation])
+                                  private / "verdict.out", private / "verdict.err", token, self._preludes[isolation],
+                                  hide=False)  # it runs only the tests: nothing to hide from it
             procs.append(verdict)
             for fd in (verdict_payload, result_fd, calls_w, replies_r, armed_w):
                 os.close(fd)
@@ -364,14 +360,24 @@ class Sandbox:
 
             timed_out = False
             returncode = None
+            over_shm = False
             try:
-                returncode = _wait(verdict, deadline - time.monotonic())
+                if isolation == "rlimits" and uids:
+                    returncode, over_shm = self._wait_watching_shm(verdict, deadline, uids)
+                else:
+                    returncode = _wait(verdict, deadline - time.monotonic())
             except subprocess.TimeoutExpired:
                 timed_out = True
             # The verdict is in; the candidate normally exits by itself on EOF (which lets unshare/the supervisor reap
             # its processes). Give it a moment, then kill what is left.
+            if over_shm:
+                for proc in (verdict, candidate):
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
             try:
-                _wait(candidate, 0.0 if timed_out else min(1.0, max(0.05, deadline - time.monotonic())))
+                _wait(candidate, 0.0 if timed_out or over_shm else min(1.0, max(0.05, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
                 pass
             if not self._stop(procs, token, uids):
@@ -381,9 +387,11 @@ class Sandbox:
                 returncode = verdict.returncode
             duration = time.monotonic() - start
             marker = (private / "result").read_bytes()[:128].decode("ascii", "replace")
-            passed = (not timed_out) and returncode == 0 and marker == nonce
+            passed = (not timed_out) and returncode == 0 and marker == nonce and not over_shm
             if passed:
                 status = "passed"
+            elif over_shm:
+                status = "failed"
             elif timed_out:
                 status = "timeout"
             elif marker in VERDICT_WORDS:
@@ -399,7 +407,8 @@ class Sandbox:
                 duration_s=duration,
                 stdout_tail=_read_tail(private / "candidate.out"),
                 stderr_tail=_read_tail(private / "candidate.err"),
-                verdict_tail=_read_tail(private / "verdict.err"),
+                verdict_tail=("killed: the program put more than shm_mb MiB in /dev/shm\n" if over_shm else "")
+                + _read_tail(private / "verdict.err"),
             )
         except (OSError, subprocess.SubprocessError, TimeoutError, ValueError) as exc:
             logger.warning("sandbox: could not run a program: %s: %s", type(exc).__name__, exc)
@@ -418,6 +427,24 @@ class Sandbox:
                     REAPER.submit(run_dir)
                 except OSError:
                     remove_tree(run_dir)
+
+    def _wait_watching_shm(self, verdict: subprocess.Popen, deadline: float, uids: list[int]):
+        """"rlimits" as root: the host's /dev/shm is RAM that RLIMIT_AS does not count. Wait for the verdict process
+        while checking every `SHM_POLL_S` what the run's uids hold there; past `shm_mb` MiB the run is killed and
+        fails (so one program can take at most ~`shm_mb` plus one poll's worth of writes). Returns (returncode or None,
+        whether the run must be killed for that)."""
+        limit = self.config.shm_mb * 1024 * 1024
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return _wait(verdict, min(left, SHM_POLL_S)), False
+            except subprocess.TimeoutExpired:
+                if left <= SHM_POLL_S:
+                    raise
+            if bytes_of_uids("/dev/shm", uids) > limit:
+                logger.warning("sandbox: a program put more than shm_mb=%d MiB in /dev/shm; killed",
+                               self.config.shm_mb)
+                return None, True
 
     @staticmethod
     def _stop(procs: list[subprocess.Popen], token: str, uids: list[int]) -> bool:

@@ -110,16 +110,19 @@ def count_user_tasks(uid: int) -> int:
 
 
 def _lock_dir() -> Path:
-    """A directory only root can write (so a sandboxed program cannot pre-create or hold the lock files)."""
+    """A directory only its owner (root) can enter: a sandboxed program cannot pre-create, open or hold (`flock`
+    works on a read-only descriptor) the lock files."""
     for parent in ("/run", "/var/run", tempfile.gettempdir()):
         if os.path.isdir(parent) and os.access(parent, os.W_OK):
             path = Path(parent) / LOCK_DIR_NAME
             try:
-                path.mkdir(mode=0o755, exist_ok=True)
+                path.mkdir(mode=0o700, exist_ok=True)
             except OSError:
                 continue
             st = os.lstat(path)
             if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+                if stat.S_IMODE(st.st_mode) != 0o700:  # made 0755 by an older version
+                    os.chmod(path, 0o700)
                 return path
             raise RuntimeError(
                 f"sandbox uid lock directory {path} is not a directory owned by uid {os.geteuid()} and writable only "
@@ -149,8 +152,9 @@ class UidLease:
                 continue  # a real account: never run programs under it
             except KeyError:
                 pass
-            fd = os.open(directory / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            fd = os.open(directory / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             try:
+                os.fchmod(fd, 0o600)  # lock files of an older version were 0644
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)

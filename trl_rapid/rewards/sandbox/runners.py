@@ -6,7 +6,8 @@ sandboxed interpreter cannot import trl_rapid.
 * The candidate runner reads the solution from an already-unlinked file, `exec`s it, reports the names of its
   top-level callables, then serves calls: ("call", id, name, args, kwargs) in, ("ok", id, result, mutated) or
   ("raise", id, type name, message, mutated) out, where `mutated` lists the arguments the call changed in place
-  (their new values). A result that is not plain data is answered ("bad_value", id, why). It never sees a test.
+  as (position, new value, origin): for a list, origin[i] is the index its i-th item had before the call, or -1.
+  A result that is not plain data is answered ("bad_value", id, why). It never sees a test.
 * The verdict runner makes itself non-dumpable, reads the tests and the success token from its own unlinked file,
   installs one proxy per reported name into the tests' namespace, runs the tests, and writes the token to a file
   only it holds, or a failure word ("failed", "solution_error", "protocol_error").
@@ -72,9 +73,58 @@ def _supervise(fds, dedicated):
     os._exit(code if code >= 0 else 128 - code)
 
 
+# Syscalls the candidate may not make: the kernel keyrings (add_key, request_key, keyctl) and POSIX message queues
+# (mq_open, mq_unlink) belong to the uid, not the process, so they would carry state from one completion to the next
+# (the uids are reused). Numbers per architecture; seccomp_data.arch must match, else the process is killed.
+_SECCOMP_BLOCKED = {
+    "x86_64": (0xC000003E, (248, 249, 250, 240, 241)),
+    "aarch64": (0xC00000B7, (217, 218, 219, 180, 181)),
+}
+
+
+def _lockdown(dedicated):
+    """Before the solution runs: empty this uid's user keyrings if the uid is the sandbox's own (what an older run
+    may have left; never the trainer user's keyrings) and install a seccomp filter that makes the syscalls above fail
+    with EPERM for this process and everything it starts. Returns "seccomp" or why the filter is missing."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    machine = os.uname().machine
+    arch = _SECCOMP_BLOCKED.get(machine)
+    if arch is not None and dedicated:
+        keyctl = arch[1][2]
+        for keyring in (-4, -5):  # KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING
+            libc.syscall(ctypes.c_long(keyctl), ctypes.c_long(7), ctypes.c_long(keyring))  # KEYCTL_CLEAR
+    if arch is None:
+        return f"no seccomp filter: no syscall table for {machine}"
+
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+    audit_arch, blocked = arch
+    n = len(blocked)
+    # 0 load arch; 1 arch ok? else KILL; 2 load nr; 3 x32 ABI (nr >= 2**30)? KILL; 4.. nr == blocked? ERRNO; ALLOW
+    ops = [(0x20, 0, 0, 4), (0x15, 0, n + 4, audit_arch), (0x20, 0, 0, 0), (0x35, n + 2, 0, 0x40000000)]
+    ops += [(0x15, n - i, 0, nr) for i, nr in enumerate(blocked)]
+    ops += [(0x06, 0, 0, 0x7FFF0000), (0x06, 0, 0, 0x00050000 | 1), (0x06, 0, 0, 0x80000000)]
+    table = (Filter * len(ops))(*[Filter(*op) for op in ops])
+    program = Program(len(ops), table)
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS (required to install a filter without privileges)
+        return f"no seccomp filter: no_new_privs failed (errno {ctypes.get_errno()})"
+    if libc.prctl(22, 2, ctypes.byref(program), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        return f"no seccomp filter: seccomp unavailable (errno {ctypes.get_errno()})"
+    return "seccomp"
+
+
 def _candidate():
     import sys
     payload_fd, calls_fd, replies_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    lockdown = _lockdown(sys.argv[5] == "1")
+    if lockdown != "seccomp":
+        print(f"sandbox: {lockdown}", file=sys.stderr)
     if sys.argv[4] == "1":
         _supervise((payload_fd, calls_fd, replies_fd), sys.argv[5] == "1")
     solution = _read_all(payload_fd).decode("utf-8", "surrogateescape")
@@ -115,6 +165,7 @@ def _candidate():
             os._exit(0)
         positions = [*enumerate(args), *kwargs.items()]
         before = {pos: _to_wire(arg) for pos, arg in positions if type(arg) in (list, dict, set, tuple)}
+        items = {pos: list(arg) for pos, arg in positions if type(arg) is list}  # the original items, for identity
         try:
             fn = namespace.get(name)
             if not callable(fn):
@@ -130,7 +181,12 @@ def _candidate():
         try:
             for pos, arg in positions:
                 if pos in before and _to_wire(arg) != before[pos]:
-                    mutated.append((pos, arg))
+                    origin = None
+                    if pos in items and type(arg) is list:  # where each item was before (moves keep identity)
+                        where = {id(x): j for j, x in enumerate(items[pos])}
+                        origin = tuple(where.get(id(x), -1) if type(x) in (list, dict, set, tuple) else -1
+                                       for x in arg)
+                    mutated.append((pos, arg, origin))
             reply.append(tuple(mutated))
             flush()
             _send(replies_fd, tuple(reply))
@@ -196,19 +252,50 @@ def _verdict():
                 pass
         return CandidateError(f"{type_name}: {message}")
 
-    def sync(old, new):
-        """Update the caller's argument `old` in place to the value `new` the call left it with."""
+    def same_shell(a, b):
+        """Tuple `a` can stand for `b`: same length, equal immutable items, mutable items of the same type."""
+        if len(a) != len(b):
+            return False
+        for x, y in zip(a, b):
+            if type(x) in (list, dict, set) or (type(x) is tuple and type(y) is tuple):
+                if type(x) is not type(y) or (type(x) is tuple and not same_shell(x, y)):
+                    return False
+            elif not (type(x) is type(y) and (x == y or (x != x and y != y))):
+                return False
+        return True
+
+    def settle(old_item, new_item):
+        """The object a list slot holds after the call: the caller's own (updated in place) where it can be, else
+        the new value (an immutable item, e.g. a tuple, is replaced, as `xs[i] = ...` would)."""
+        if type(old_item) is type(new_item) and type(old_item) in (list, dict, set):
+            sync(old_item, new_item)
+            return old_item
+        if type(old_item) is tuple and type(new_item) is tuple and same_shell(old_item, new_item):
+            sync(old_item, new_item)
+            return old_item
+        return new_item
+
+    def sync(old, new, origin=None):
+        """Update the caller's argument `old` in place to the value `new` the call left it with. For a top-level list
+        `origin[i]` is the index the i-th new item had before the call (-1: a new object), so items moved by
+        `xs.sort()` keep their identity."""
         t = type(old)
         if t is list and type(new) is list:
-            for i in range(min(len(old), len(new))):
-                if type(old[i]) is type(new[i]) and type(old[i]) in (list, dict, set, tuple):
-                    sync(old[i], new[i])
+            if origin is None:
+                for i in range(min(len(old), len(new))):
+                    old[i] = settle(old[i], new[i])
+                if len(new) < len(old):
+                    del old[len(new):]
                 else:
-                    old[i] = new[i]
-            if len(new) < len(old):
-                del old[len(new):]
-            else:
-                old.extend(new[len(old):])
+                    old.extend(new[len(old):])
+                return
+            if (type(origin) is not tuple or len(origin) != len(new)
+                    or not all(type(j) is int and -1 <= j < len(old) for j in origin)):
+                fail_protocol("out-of-protocol mutation report")
+            snapshot = list(old)
+            old[:] = [new[i] if j < 0 else settle(snapshot[j], new[i]) for i, j in enumerate(origin)]
+        elif origin is not None:
+            fail_protocol("out-of-protocol mutation report")
         elif t is dict and type(new) is dict:
             old.clear()
             old.update(new)
@@ -255,13 +342,13 @@ def _verdict():
             if type(mutated) is not tuple:
                 fail_protocol("out-of-protocol mutation report")
             for item in mutated:
-                if type(item) is not tuple or len(item) != 2:
+                if type(item) is not tuple or len(item) != 3:
                     fail_protocol("out-of-protocol mutation report")
-                pos, value = item
+                pos, value, origin = item
                 if type(pos) is int and 0 <= pos < len(args):
-                    sync(args[pos], value)
+                    sync(args[pos], value, origin)
                 elif type(pos) is str and pos in kwargs:
-                    sync(kwargs[pos], value)
+                    sync(kwargs[pos], value, origin)
                 else:
                     fail_protocol("out-of-protocol mutation report")
             if kind == "ok":
@@ -286,7 +373,15 @@ def _verdict():
             and len(first[1]) <= MAX_NAMES and all(type(n) is str for n in first[1])):
         print("protocol error: the candidate did not report its names", file=sys.stderr)
         finish("protocol_error", 3)
-    namespace = {"__name__": "__solution__", "__builtins__": builtins}
+    # The tests run as the main module (`if __name__ == "__main__":` blocks run, `unittest.main()` finds their
+    # TestCases in sys.modules["__main__"]) with a clean argv.
+    import types
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    runner = sys.modules["__main__"]  # noqa: F841 - keeps this runner's module (its globals) alive
+    sys.modules["__main__"] = main
+    sys.argv = ["tests"]
+    namespace = main.__dict__
     for name in first[1]:
         # No built-in (set, zip, isinstance...) or dunder can be shadowed; names the tests define replace the proxy.
         if (name.isidentifier() and not keyword.iskeyword(name) and not hasattr(builtins, name)
@@ -294,6 +389,12 @@ def _verdict():
             namespace[name] = make_proxy(name)
     try:
         exec(compile(tests, "<tests>", "exec"), namespace)
+    except SystemExit as exc:
+        # sys.exit()/unittest.main() ends the tests: a pass only with status 0 and after the solution was called
+        # (unittest.main() that found no tests exits 0 before Python 3.12).
+        if exc.code not in (None, 0, False) or not counter[0]:
+            print(f"the tests exited with {exc.code!r} after {counter[0]} call(s) to the solution", file=sys.stderr)
+            finish("protocol_error" if broken else "failed", 3 if broken else 1)
     except BaseException:
         import traceback
         traceback.print_exc(limit=-3)
@@ -312,10 +413,22 @@ VERDICT_SOURCE = CODEC_SOURCE + _LIMITS + _VERDICT_MAIN
 
 # Run by /bin/sh as PID 1 of the new namespaces (still privileged there), then replaced by the interpreter.
 # "$1" scratch dir, "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
-# interpreter's own tree when it lives under /tmp or /var/tmp ("" otherwise).
+# interpreter's own tree when it lives under /tmp or /var/tmp ("" otherwise), "$7"/"$9" the "<mode> <path>" lines to
+# hide before/after "$8", the interpreter's trees (one per line) that those of "$7" cover.
 NS_SCRIPT = r"""
 set -e
-s="$1"; u="$2"; shm_mb="$3"; mount_bin="$4"; setpriv_bin="$5"; keep="$6"; shift 6
+s="$1"; u="$2"; shm_mb="$3"; mount_bin="$4"; setpriv_bin="$5"; keep="$6"; hide_outer="$7"; keep_trees="$8"
+hide_inner="$9"; shift 9
+stash=/dev/shm/.trl-rapid-keep
+# Hide each "<mode> <ro|rw> <path>" line: an empty tmpfs over a directory ("rw" only while interpreter trees are bound
+# back into it; the loop below makes it read-only), /dev/null over a file.
+hide_paths() {
+  while IFS=' ' read -r mode rw h; do
+    [ -n "$h" ] || continue
+    if [ -d "$h" ]; then "$mount_bin" -t tmpfs -o "$rw,size=64k,mode=$mode,nosuid,nodev,noexec" tmpfs "$h"
+    elif [ -e "$h" ]; then "$mount_bin" --bind -o ro /dev/null "$h"; fi
+  done
+}
 # A virtualenv under /tmp would vanish below the scratch directory: bind it into the scratch directory at the same
 # relative path first (--rbind below carries it along; the loop below makes it read-only like everything else).
 if [ -n "$keep" ]; then
@@ -324,13 +437,41 @@ if [ -n "$keep" ]; then
 fi
 [ -d /var/tmp ] && "$mount_bin" --rbind "$s" /var/tmp
 [ -d /dev/shm ] && "$mount_bin" -t tmpfs -o "size=${shm_mb}m,mode=1777,nosuid,nodev" tmpfs /dev/shm
+# A private POSIX message queue filesystem (the IPC namespace is private; a mount would still show the host's).
+[ -d /dev/mqueue ] && "$mount_bin" -t mqueue -o nosuid,nodev,noexec mqueue /dev/mqueue 2>/dev/null || true
+# The interpreter's trees that a hidden directory covers: set aside (in the private /dev/shm) first, bound back
+# once it is hidden.
+if [ -n "$keep_trees" ]; then
+  mkdir "$stash"; i=0
+  while IFS= read -r k; do
+    [ -n "$k" ] || continue; i=$((i + 1)); mkdir "$stash/$i"; "$mount_bin" --bind -o ro "$k" "$stash/$i"
+  done <<EOF
+$keep_trees
+EOF
+fi
 "$mount_bin" --rbind "$s" /tmp
+hide_paths <<EOF
+$hide_outer
+EOF
+if [ -n "$keep_trees" ]; then
+  i=0
+  while IFS= read -r k; do
+    [ -n "$k" ] || continue; i=$((i + 1)); mkdir -p "$k"; "$mount_bin" --move "$stash/$i" "$k"; rmdir "$stash/$i"
+  done <<EOF
+$keep_trees
+EOF
+  rmdir "$stash"
+fi
+hide_paths <<EOF
+$hide_inner
+EOF
 # Everything else read-only, in this mount namespace only (best effort: keep each mount's other flags, which a user
 # namespace may not drop; a mount that cannot be remounted stays as it was).
 while read -r _id _parent _dev _root mnt opts _rest; do
   case "$mnt" in
     /tmp|/var/tmp|/dev|/dev/*|/proc|/proc/*|/sys|/sys/*) ;;
-    *) opts="${opts#rw}"; opts="${opts#,}"
+    *) case "$opts" in ro|ro,*) continue ;; esac  # read-only already (one mount exec less)
+       opts="${opts#rw}"; opts="${opts#,}"
        "$mount_bin" -o "remount,bind,ro${opts:+,$opts}" "$mnt" 2>/dev/null || true ;;
   esac
 done < /proc/self/mountinfo

@@ -1,0 +1,374 @@
+"""The red team's findings against the two-process code sandbox, each replayed for real (real sandboxes, no mocks).
+
+Each test is built from a reproducer of the red-team report: state carried between completions through the kernel
+keyring or POSIX message queues, a completion that reads the dataset's reference solutions, a quadratic regex in the
+trainer, MBPP+'s `np.allclose([], exp)` hole, `__main__`-guarded and `unittest.main()` test scripts, /dev/shm as
+host RAM in "rlimits", the uid lock files, and honest in-place code that scored 0.
+"""
+
+import json
+import os
+import re
+import stat
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from trl_rapid.rewards.code import MAX_SCANNED_CHARS, build_tests, extract_code, make_code_reward
+from trl_rapid.rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, wait_for_cleanup
+from trl_rapid.rewards.sandbox.processes import LOCK_DIR_NAME
+
+FIXTURE = Path(__file__).parent / "fixtures" / "mbppplus.jsonl"
+ROWS = {row["task_id"]: row for row in map(json.loads, FIXTURE.read_text().splitlines())}
+IS_ROOT = os.geteuid() == 0
+
+
+def _namespaces_available() -> bool:
+    try:
+        Sandbox(SandboxConfig(isolation="namespaces", workers=1)).close()
+        return True
+    except SandboxUnavailableError:
+        return False
+
+
+NAMESPACES = _namespaces_available()
+MODES = (["rlimits"] if IS_ROOT else []) + (["namespaces"] if NAMESPACES else [])
+needs_namespaces = pytest.mark.skipif(not NAMESPACES, reason="namespaces unavailable here")
+
+_REWARDS: dict = {}
+
+
+def reward_for(isolation: str, test_mode: str = "all"):
+    """One reward (one Sandbox, one worker: every run of a test reuses the same uids, as the attacks need)."""
+    if (isolation, test_mode) not in _REWARDS:
+        config = SandboxConfig(isolation=isolation, workers=1, timeout_s=5.0, memory_mb=1024)
+        _REWARDS[isolation, test_mode] = make_code_reward(config, test_mode=test_mode)
+    return _REWARDS[isolation, test_mode]
+
+
+def mbpp_columns(task_ids):
+    rows = [ROWS[t] for t in task_ids]
+    return dict(test_list=[r["test_list"] for r in rows], test=[r["test"] for r in rows],
+                test_imports=[r["test_imports"] for r in rows])
+
+
+def fenced(code: str) -> str:
+    return "```python\n" + textwrap.dedent(code).strip("\n") + "\n```"
+
+
+def any_mode() -> str:
+    if not MODES:
+        pytest.skip("no sandbox isolation available here")
+    return MODES[-1]
+
+
+def score(reward, completions, **columns):
+    statuses = []
+    rewards = reward(completions, log_extra=lambda key, value: statuses.extend(value), **columns)
+    assert "error" not in statuses, statuses
+    return rewards, statuses
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 1. No state carries from one completion to the next (kernel keyrings, POSIX message queues)
+# ---------------------------------------------------------------------------------------------------------------------
+
+KEYRING = '''
+import ctypes, json
+_libc = ctypes.CDLL(None, use_errno=True); _libc.syscall.restype = ctypes.c_long
+def _load():
+    kid = _libc.syscall(249, b"user", b"cache", None, ctypes.c_long(-4))          # request_key(@u)
+    buf = ctypes.create_string_buffer(30000)
+    n = _libc.syscall(250, 11, ctypes.c_long(kid), buf, 30000) if kid > 0 else -1  # KEYCTL_READ
+    return json.loads(buf.raw[:n]) if n > 0 else {}
+def _store(d):
+    b = json.dumps(d).encode()
+    _libc.syscall(248, b"user", b"cache", b, len(b), ctypes.c_long(-4))          # add_key(@u)
+'''
+SOLVER = fenced(KEYRING + '''
+_seen = {}
+def square_perimeter(a):
+    _seen[repr(a)] = 4 * a
+    _store(_seen)
+    return 4 * a
+''')
+REPLAYER = fenced(KEYRING + '''
+_cache = _load()
+def square_perimeter(a):
+    return _cache.get(repr(a), -1)      # no algorithm at all
+''')
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="syscall numbers of x86_64 in the attack")
+@pytest.mark.parametrize("isolation", MODES)
+def test_a_replayer_cannot_reuse_what_a_solver_stored_in_the_keyring(isolation):
+    reward = reward_for(isolation)
+    columns = mbpp_columns([17])
+    assert score(reward, [SOLVER], **columns)[0] == [1.0]  # the solver is correct: it still passes
+    assert score(reward, [REPLAYER], **columns)[0] == [0.0]  # was 1.0: it replayed the solver's answers
+
+
+PERSIST = r'''
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True); libc.syscall.restype = ctypes.c_long
+rt = ctypes.CDLL("librt.so.1", use_errno=True)
+if MODE == "write":
+    q = rt.mq_open(b"/trl_rapid_q", os.O_CREAT | os.O_RDWR, 0o600, None)
+    print("mq_open", q, ctypes.get_errno())
+    k = libc.syscall(248, b"user", b"trl_rapid_key", b"ANSWER", 6, ctypes.c_long(-4))  # add_key(@u)
+    print("add_key", k, ctypes.get_errno())
+else:
+    q = rt.mq_open(b"/trl_rapid_q", os.O_RDWR, 0o600, None)
+    print("mq_open", q, ctypes.get_errno())
+    k = libc.syscall(249, b"user", b"trl_rapid_key", None, ctypes.c_long(-4))  # request_key(@u)
+    print("request_key", k, ctypes.get_errno())
+def f(x):
+    return 0
+'''
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers of x86_64 in the attack")
+@pytest.mark.parametrize("isolation", MODES)
+def test_keyring_and_message_queues_are_refused_to_the_candidate(isolation):
+    box = reward_for(isolation).sandbox
+    wrote = box.run("MODE = 'write'\n" + PERSIST, "assert f(1) == 0\n")
+    read = box.run("MODE = 'read'\n" + PERSIST, "assert f(1) == 0\n")
+    assert wrote.passed and read.passed, (wrote, read)
+    eperm = 1
+    assert wrote.stdout_tail.split() == ["mq_open", "-1", str(eperm), "add_key", "-1", str(eperm)]
+    assert read.stdout_tail.split() == ["mq_open", "-1", str(eperm), "request_key", "-1", str(eperm)]
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="syscall numbers of x86_64 in the attack")
+@needs_namespaces
+def test_a_fixed_completion_cannot_learn_the_answers_run_by_run():
+    """The verdict makes call i+1 only if answer i passed: one bit per run, kept in the keyring. Before the fix this
+    completion (no algorithm) reached reward 1.0 on task 3 at run 9."""
+    name = re.search(r"assertion\((\w+)\(\*inp\)", ROWS[3]["test"]).group(1)
+    search = fenced(KEYRING.replace('b"cache"', 'b"oracle"') + f'''
+_S = _load() or {{"known": {{}}, "last": None}}
+_PREV = _S["last"]
+_pending = None
+def {name}(*args):
+    global _pending
+    if _pending is not None:
+        _S["known"][_pending[0]] = _pending[1]
+    key = repr(args)
+    ans = _S["known"][key] if key in _S["known"] else ((not _PREV[1]) if _PREV and _PREV[0] == key else False)
+    _pending = (key, ans); _S["last"] = [key, ans]; _store(_S)
+    return ans
+''')
+    reward = reward_for("namespaces")
+    rewards, statuses = score(reward, [search] * 12, **mbpp_columns([3] * 12))
+    assert rewards == [0.0] * 12, statuses
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 2. "namespaces" hides the dataset (reference solutions), the HF caches, cwd, HOME, /root, /home, hidden_paths
+# ---------------------------------------------------------------------------------------------------------------------
+
+UNIVERSAL = fenced(f'''
+import json, glob
+for _p in [{str(FIXTURE)!r}, *glob.glob("/work/**/*.jsonl", recursive=True), *glob.glob("/root/**/*.jsonl")]:
+    try:
+        for _l in open(_p):
+            _r = json.loads(_l)
+            if "code" in _r:
+                exec(_r["code"], globals())
+    except Exception:
+        pass
+''')
+
+
+@needs_namespaces
+def test_a_completion_cannot_read_the_reference_solutions():
+    assert stat.S_IMODE(FIXTURE.stat().st_mode) & 0o004  # the fixture stays world-readable, as before the fix
+    tasks = sorted(ROWS)
+    reward = reward_for("namespaces")
+    rewards, statuses = score(reward, [UNIVERSAL] * len(tasks) + [fenced(ROWS[t]["code"]) for t in tasks],
+                              **mbpp_columns(tasks * 2))
+    assert rewards == [0.0] * len(tasks) + [1.0] * len(tasks), statuses  # was 7/7 at 1.0; numpy still imports
+
+
+@needs_namespaces
+def test_hidden_paths_and_the_defaults_are_unreadable_while_the_interpreter_works():
+    parent = next((p for p in ("/opt", "/srv", "/mnt") if os.access(p, os.W_OK)), None)
+    if parent is None:
+        pytest.skip("no writable directory outside the default hidden paths")
+    secret_dir = Path(tempfile.mkdtemp(prefix="trl-rapid-hidden-", dir=parent))
+    try:
+        os.chmod(secret_dir, 0o755)
+        (secret_dir / "answers.jsonl").write_text("SECRET\n")
+        os.chmod(secret_dir / "answers.jsonl", 0o644)
+        box = Sandbox(SandboxConfig(isolation="namespaces", workers=1, hidden_paths=[str(secret_dir)]))
+        probe = textwrap.dedent(f'''
+            import os, numpy
+            for path in ({str(secret_dir / "answers.jsonl")!r}, {str(FIXTURE)!r}, {os.getcwd()!r}):
+                try:
+                    print(path, "READ", open(path).read(20) if os.path.isfile(path) else os.listdir(path))
+                except OSError as exc:
+                    print(path, type(exc).__name__)
+            def f():
+                return int(numpy.int64(3))
+        ''')
+        result = box.run(probe, "assert f() == 3\n")
+        box.close()
+    finally:
+        for child in secret_dir.iterdir():
+            child.unlink()
+        secret_dir.rmdir()
+    assert result.passed, result
+    lines = result.stdout_tail.strip().splitlines()
+    assert len(lines) == 3 and not any(" READ " in line and "SECRET" in line for line in lines), lines
+    assert lines[0].endswith("FileNotFoundError") and lines[1].endswith("FileNotFoundError"), lines
+    assert lines[2].endswith("READ []") or lines[2].endswith("READ ['.venv']"), lines  # empty but for the venv
+
+
+@pytest.mark.parametrize("paths", [["relative/dir"], ["/usr"], "/not/a/list", ["/a\nb"]])
+def test_bad_hidden_paths_are_a_clear_error(paths):
+    with pytest.raises(ValueError, match="SandboxConfig.hidden_paths"):
+        SandboxConfig(hidden_paths=paths)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 3. extract_code (in the trainer) is linear-time and reads a bounded prefix
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_extract_code_handles_the_redos_inputs():
+    # The red team's inputs (20,000 " \n" lines took 3.4 s with the old regex; it was quadratic) and 200k-character
+    # ones aimed at each pattern. Correctness is asserted; linearity comes from the patterns' structure, below.
+    assert extract_code("```python\n" + " \n" * 20_000 + "```").strip() == ""
+    assert extract_code("```python\n" + "\n" * 16_000 + "def f():\n    return 1\n```") == "def f():\n    return 1"
+    hostile = ["```" + " " * 200_000 + "x", "``` \t" * 40_000, "```python\n" + "\t" * 200_000 + "def",
+               "```" + "a" * 100_000 + " " * 100_000, " \n" * 100_000]
+    for text in hostile:
+        assert len(extract_code(text)) <= MAX_SCANNED_CHARS
+
+
+def test_extract_code_patterns_cannot_backtrack_across_lines():
+    from trl_rapid.rewards import code, lean
+
+    # The old `^\s*(def|...)` let \s* run over line ends from every line start; `[ \t]*([A-Za-z0-9_+-]*)[ \t]*` let
+    # two runs share the same blanks. Neither shape may come back.
+    for pattern in (code._FENCE.pattern, code._DEFINES.pattern, lean._FENCE.pattern):
+        assert "\\s*" not in pattern and "[ \\t]*([A-Za-z0-9_+-]*)[ \\t]*" not in pattern, pattern
+    assert code._DEFINES.search("x = 1\n  \t async  def g(): pass")
+    assert code._FENCE.findall("``` py \nx\n```") == [("py", "x\n")]
+
+
+def test_extract_code_reads_only_a_bounded_prefix():
+    tail = "\n```python\ndef late():\n    return 2\n```"
+    text = "```python\ndef early():\n    return 1\n```\n" + "#" * (2 * MAX_SCANNED_CHARS) + tail
+    assert extract_code(text) == extract_code(text[:MAX_SCANNED_CHARS]) == "def early():\n    return 1"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 4. MBPP+ "plus": `[]` is not close to a float (evalplus's type and length checks)
+# ---------------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("test_mode", ["plus", "all"])
+def test_an_empty_list_is_not_close_to_every_float(test_mode):
+    isolation = any_mode()
+    empty = fenced("def circle_circumference(r):\n    return []")
+    memo = fenced("def circle_circumference(r):\n    return {10: 62.83185307179586, 5: 31.41592653589793, "
+                  "4: 25.132741228718345}.get(r, [])")
+    tasks = sorted(ROWS)
+    references = [fenced(ROWS[t]["code"]) for t in tasks]
+    rewards, statuses = score(reward_for(isolation, test_mode), [empty, memo, *references],
+                              **mbpp_columns([139, 139, *tasks]))
+    assert rewards == [0.0, 0.0] + [1.0] * len(tasks), statuses  # "plus": `return []` was 1.0; "all": memo was 1.0
+    assert "assert type(out) == type(exp)" in build_tests(test=ROWS[139]["test"], mode="plus")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 5. Generic tests run as __main__; SystemExit(0) ends them only after the solution was called
+# ---------------------------------------------------------------------------------------------------------------------
+
+GUARDED = "def check(candidate):\n    assert candidate(2) == 4\n\nif __name__ == '__main__':\n    check(double)\n"
+UNITTEST = ("import unittest\nclass T(unittest.TestCase):\n    def test_a(self):\n"
+            "        self.assertEqual(double(2), 4)\nif __name__ == '__main__':\n    unittest.main()\n")
+NO_TESTS = "import unittest\nclass T(unittest.TestCase):\n    pass\nunittest.main()\n"
+EARLY_EXIT = "import sys\nsys.exit(0)\nassert double(2) == 5\n"
+
+
+def test_main_guarded_and_unittest_main_scripts_are_scored_for_real():
+    correct, wrong, empty = fenced("def double(x):\n    return 2 * x"), fenced("def double(x):\n    return x"), ""
+    cases = [(empty, GUARDED, 0.0), (wrong, GUARDED, 0.0), (correct, GUARDED, 1.0),  # guarded: empty was 1.0
+             (correct, UNITTEST, 1.0), (wrong, UNITTEST, 0.0),  # unittest.main(): correct was 0.0
+             (correct, NO_TESTS, 0.0), (correct, EARLY_EXIT, 0.0)]
+    rewards, statuses = score(reward_for(any_mode()), [c for c, _, _ in cases], tests=[t for _, t, _ in cases])
+    assert rewards == [expected for _, _, expected in cases], statuses
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 6. "rlimits" as root: /dev/shm (host RAM) is bounded by shm_mb
+# ---------------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not IS_ROOT or not os.path.isdir("/dev/shm"), reason="rlimits with sandbox uids needs root")
+def test_rlimits_run_filling_dev_shm_is_killed():
+    box = Sandbox(SandboxConfig(isolation="rlimits", workers=1, shm_mb=8, timeout_s=5.0))
+    fill = textwrap.dedent('''
+        import time
+        block = b"x" * ((1 << 20) - 1)
+        for n in range(400):
+            with open(f"/dev/shm/trl-rapid-fill-{n}", "wb") as fh:
+                fh.write(block)
+            time.sleep(0.005)
+        def f(x):
+            return 0
+    ''')
+    try:
+        result = box.run(fill, "assert f(1) == 0\n")
+    finally:
+        box.close()
+    wait_for_cleanup()
+    assert result.status == "failed" and "shm_mb" in result.verdict_tail, result
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith("trl-rapid-fill-")]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 7. The uid lock files cannot be opened (and so held) by a sandboxed program
+# ---------------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not IS_ROOT, reason="uid leases are taken only by a root trainer")
+@pytest.mark.parametrize("isolation", MODES)
+def test_a_candidate_cannot_hold_other_sandboxes_lock_files(isolation):
+    box = reward_for(isolation).sandbox
+    lock_dir = next(Path(p) / LOCK_DIR_NAME for p in ("/run", "/var/run", tempfile.gettempdir())
+                    if (Path(p) / LOCK_DIR_NAME).is_dir())
+    lock_file = lock_dir / f"{box.uids[0]}.lock"
+    assert stat.S_IMODE(lock_dir.stat().st_mode) == 0o700 and stat.S_IMODE(lock_file.stat().st_mode) == 0o600
+    hold = textwrap.dedent(f'''
+        import fcntl, os
+        for path in ({str(lock_dir)!r}, {str(lock_file)!r}):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                print("HELD", path)
+            except OSError as exc:
+                print(type(exc).__name__)
+        def f():
+            return 0
+    ''')
+    result = box.run(hold, "assert f() == 0\n")
+    assert result.passed and result.stdout_tail.split() == ["PermissionError", "PermissionError"], result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 9. Honest in-place code: items moved or replaced by the call
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_honest_in_place_code_is_scored_correctly():
+    cases = [
+        ("def sort_pairs(xs):\n    xs.sort()",
+         "xs = [(2, 'b'), (1, 'a')]\nsort_pairs(xs)\nassert xs == [(1, 'a'), (2, 'b')]\n"),
+        ("def widen(xs):\n    xs[0] = xs[0] + (0,)", "xs = [(1, 2)]\nwiden(xs)\nassert xs == [(1, 2, 0)]\n"),
+        ("def s(xs):\n    xs.sort()", "a, b = [2], [1]\nxs = [a, b]\ns(xs)\nassert xs == [[1], [2]] and a == [2]\n"
+                                      "assert xs[0] is b and xs[1] is a\n"),
+        ("def grow(xs):\n    xs[1].append(3)\n    xs.reverse()",
+         "inner = [1]\nxs = [(0,), inner]\ngrow(xs)\nassert xs == [[1, 3], (0,)] and xs[0] is inner\n"),
+    ]
+    rewards, statuses = score(reward_for(any_mode()), [fenced(sol) for sol, _ in cases], tests=[t for _, t in cases])
+    assert rewards == [1.0] * len(cases), statuses  # the first three scored 0.0 (protocol_error, failed)
