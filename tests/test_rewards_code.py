@@ -6,7 +6,6 @@ Forging attempts against the verdict are in tests/test_sandbox_forging.py, fault
 tests/test_sandbox_faults.py.
 """
 
-import json
 import os
 import resource
 import socket
@@ -23,26 +22,15 @@ from trl_rapid.rewards.code import build_tests, extract_code, make_code_reward
 from trl_rapid.rewards.sandbox import (
     Sandbox,
     SandboxConfig,
-    SandboxUnavailableError,
     find_sandbox_processes,
     wait_for_cleanup,
 )
 
-FIXTURE = Path(__file__).parent / "fixtures" / "mbppplus.jsonl"
-ROWS = {row["task_id"]: row for row in map(json.loads, FIXTURE.read_text().splitlines())}
-IS_ROOT = os.geteuid() == 0
+from sandbox_modes import ROWS, IS_ROOT, MODES
+
 TIMEOUT_S = 2.0
 
 
-def _namespaces_available() -> bool:
-    try:
-        Sandbox(SandboxConfig(isolation="namespaces", workers=1))
-        return True
-    except SandboxUnavailableError:
-        return False
-
-
-MODES = (["rlimits"] if IS_ROOT else []) + (["namespaces"] if _namespaces_available() else [])
 
 
 @pytest.fixture(scope="module", params=MODES)

@@ -19,29 +19,20 @@ from trl_rapid.rewards.code import make_code_reward
 from trl_rapid.rewards.sandbox import (
     Sandbox,
     SandboxConfig,
-    SandboxUnavailableError,
     find_sandbox_processes,
     remove_tree,
     wait_for_cleanup,
 )
 from trl_rapid.rewards.sandbox.processes import UidLease
 
-IS_ROOT = os.geteuid() == 0
+from sandbox_modes import IS_ROOT, MODES
+
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 3.0
 GOOD = "def add(a, b):\n    return a + b\n"
 TESTS = "assert add(2, 3) == 5\n"
 
 
-def _namespaces_available() -> bool:
-    try:
-        Sandbox(SandboxConfig(isolation="namespaces", workers=1)).close()
-        return True
-    except SandboxUnavailableError:
-        return False
-
-
-MODES = (["rlimits"] if IS_ROOT else []) + (["namespaces"] if _namespaces_available() else [])
 
 
 @pytest.fixture(scope="module", params=MODES)

@@ -5,31 +5,19 @@ score 0.0, none may crash the scorer (status "error"), and the correct solutions
 score 1.0. All rows of one isolation level are scored in one batched call (2 workers) to keep this file fast.
 """
 
-import json
 import os
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from trl_rapid.rewards.code import make_code_reward
-from trl_rapid.rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, find_sandbox_processes
+from trl_rapid.rewards.sandbox import SandboxConfig, find_sandbox_processes
 
-FIXTURE = Path(__file__).parent / "fixtures" / "mbppplus.jsonl"
-ROWS = {row["task_id"]: row for row in map(json.loads, FIXTURE.read_text().splitlines())}
-IS_ROOT = os.geteuid() == 0
+from sandbox_modes import ROWS, MODES
+
 TIMEOUT_S = 2.0
 
 
-def _namespaces_available() -> bool:
-    try:
-        Sandbox(SandboxConfig(isolation="namespaces", workers=1)).close()
-        return True
-    except SandboxUnavailableError:
-        return False
-
-
-MODES = (["rlimits"] if IS_ROOT else []) + (["namespaces"] if _namespaces_available() else [])
 
 # A takeover: the solution replaces the runner's protocol loop with its own (it knows the pipe's descriptors from
 # sys.argv and can use the runner's own codec through __main__). REPLY(call_id, name, args) gives the raw reply.

@@ -6,7 +6,6 @@ trainer, MBPP+'s `np.allclose([], exp)` hole, `__main__`-guarded and `unittest.m
 host RAM in "rlimits", the uid lock files, and honest in-place code that scored 0.
 """
 
-import json
 import os
 import re
 import stat
@@ -17,24 +16,13 @@ from pathlib import Path
 import pytest
 
 from trl_rapid.rewards.code import MAX_SCANNED_CHARS, build_tests, extract_code, make_code_reward
-from trl_rapid.rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, wait_for_cleanup
+from trl_rapid.rewards.sandbox import Sandbox, SandboxConfig, wait_for_cleanup
 from trl_rapid.rewards.sandbox.processes import LOCK_DIR_NAME
 
-FIXTURE = Path(__file__).parent / "fixtures" / "mbppplus.jsonl"
-ROWS = {row["task_id"]: row for row in map(json.loads, FIXTURE.read_text().splitlines())}
-IS_ROOT = os.geteuid() == 0
+from sandbox_modes import FIXTURE, ROWS, IS_ROOT, MODES, NAMESPACES
 
 
-def _namespaces_available() -> bool:
-    try:
-        Sandbox(SandboxConfig(isolation="namespaces", workers=1)).close()
-        return True
-    except SandboxUnavailableError:
-        return False
 
-
-NAMESPACES = _namespaces_available()
-MODES = (["rlimits"] if IS_ROOT else []) + (["namespaces"] if NAMESPACES else [])
 needs_namespaces = pytest.mark.skipif(not NAMESPACES, reason="namespaces unavailable here")
 
 _REWARDS: dict = {}

@@ -29,18 +29,17 @@ def find_sandbox_processes(token: str | None = None) -> list[int]:
     This is how stray processes are found after a run and how tests check that none are left.
     """
     needle = f"{ENV_TOKEN_KEY}={token}".encode() if token else f"{ENV_TOKEN_KEY}=".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                env = fh.read()
-        except OSError:
-            continue
-        if any(var.startswith(needle) for var in env.split(b"\0")):
-            found.append(int(entry))
-    return found
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and _environ_has(entry, needle)]
+
+
+def _environ_has(pid: str, needle: bytes) -> bool:
+    """True when process `pid`'s environment holds a variable starting with `needle` (False if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = fh.read()
+    except OSError:
+        return False
+    return any(var.startswith(needle) for var in env.split(b"\0"))
 
 
 def _run_processes(token: str | None, uids: frozenset[int]) -> list[int]:
@@ -52,16 +51,10 @@ def _run_processes(token: str | None, uids: frozenset[int]) -> list[int]:
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
-            if uids and os.stat(f"/proc/{entry}").st_uid in uids:
-                found.append(int(entry))
-                continue
-            if needle is None:
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                env = fh.read()
+            owned = bool(uids) and os.stat(f"/proc/{entry}").st_uid in uids
         except OSError:
             continue
-        if any(var.startswith(needle) for var in env.split(b"\0")):
+        if owned or (needle is not None and _environ_has(entry, needle)):
             found.append(int(entry))
     return found
 

@@ -19,7 +19,8 @@ CODEC_SOURCE = (Path(__file__).parent / "codec.py").read_text()
 VERDICT_WORDS = ("failed", "solution_error", "protocol_error")
 _LIMITS = "MAX_NAMES = 10000  # top-level callables the candidate may report\n"
 
-_CANDIDATE_MAIN = r'''
+# Both programs read their job from an already-unlinked file's descriptor, to the end.
+_READ_ALL = r'''
 def _read_all(fd):
     chunks = []
     while True:
@@ -29,6 +30,9 @@ def _read_all(fd):
         chunks.append(chunk)
     os.close(fd)
     return b"".join(chunks)
+'''
+
+_CANDIDATE_MAIN = r'''
 
 
 def _supervise(fds, dedicated):
@@ -205,15 +209,7 @@ def _verdict():
         import ctypes
         if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE = 0
             os._exit(4)
-    chunks = []
-    while True:
-        chunk = os.read(payload_fd, 1 << 16)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(payload_fd)
-    job = json.loads(b"".join(chunks))
-    del chunks
+    job = json.loads(_read_all(payload_fd))
     token, tests = job.pop("token"), job.pop("tests")
     try:  # tell the trainer the tests are read (it waits for this only when both processes share a uid)
         os.write(armed_fd, b"1")
@@ -408,8 +404,8 @@ def _verdict():
 _verdict()
 '''
 
-CANDIDATE_SOURCE = CODEC_SOURCE + _LIMITS + _CANDIDATE_MAIN
-VERDICT_SOURCE = CODEC_SOURCE + _LIMITS + _VERDICT_MAIN
+CANDIDATE_SOURCE = CODEC_SOURCE + _LIMITS + _READ_ALL + _CANDIDATE_MAIN
+VERDICT_SOURCE = CODEC_SOURCE + _LIMITS + _READ_ALL + _VERDICT_MAIN
 
 # Run by /bin/sh as PID 1 of the new namespaces (still privileged there), then replaced by the interpreter.
 # "$1" scratch dir, "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
