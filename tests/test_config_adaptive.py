@@ -50,3 +50,14 @@ def test_auto_and_baseline_parse_from_the_command_line():
 def test_bad_values_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         make(**kwargs)
+
+
+def test_the_paper_baseline_with_reward_scaling_warns_with_the_measured_alternative():
+    with pytest.warns(UserWarning, match="baseline='self_normalized'"):
+        make(scale_rewards="group")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make()  # the paper's setting: no scaling
+        make(scale_rewards="batch", baseline="self_normalized")
