@@ -159,7 +159,8 @@ def {name}(*args):
 
 UNIVERSAL = fenced(f'''
 import json, glob
-for _p in [{str(FIXTURE)!r}, *glob.glob("/work/**/*.jsonl", recursive=True), *glob.glob("/root/**/*.jsonl")]:
+for _p in [{str(FIXTURE)!r}, *glob.glob({str(FIXTURE.parents[2]) + "/**/*.jsonl"!r}, recursive=True),
+           *glob.glob("/root/**/*.jsonl")]:
     try:
         for _l in open(_p):
             _r = json.loads(_l)
