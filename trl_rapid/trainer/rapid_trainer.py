@@ -34,7 +34,7 @@ from trl.trainer.utils import (
 
 from ..adaptive import AdaptiveH
 from ..config import RapidConfig
-from ..estimator import group_ess, rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
+from ..estimator import rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
 from ..faults import non_finite_rewards_to_nan
 from ..sampler_logprobs import plain_sampling_violations, recording_sampled_logprobs
 from ..vllm_engine import server_weight_sync, vllm_setup
@@ -363,10 +363,10 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
         )
         for micro_batch, chunk in zip(micro_batches, advantages.split([len(mb[REWARDS]) for mb in micro_batches])):
             micro_batch["advantages"] = chunk
-        self._log_weight_diagnostics(log_weights, group_ids)
-        if self._adaptive_h is not None:
-            ess = group_ess(log_weights, self.eta, group_ids)
-            self._step_ess.append(torch.stack([ess.sum(), ess.new_tensor(float(ess.numel()))]))
+        stats = self._log_weight_diagnostics(log_weights, group_ids)
+        if self._adaptive_h is not None:  # the step's ESS/G, weighted by its whole groups (rows / G of them)
+            num_groups = len(group_ids) / self.num_generations
+            self._step_ess.append(torch.stack([stats["ess"] * num_groups, stats["ess"].new_tensor(num_groups)]))
 
     def _log_weight_diagnostics(self, log_weights, group_ids):
         # Kept on the device: gathered over processes and read back once per logging step (see `log`), so a
@@ -374,6 +374,7 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
         stats = weight_diagnostics(log_weights, self.eta, group_ids)
         self._weight_stat_names = list(stats)
         self._weight_stats.append(torch.stack(list(stats.values())).float())
+        return stats
 
     def _flush_weight_diagnostics(self):
         """Called by `log` before TRL averages its metrics: the buffered diagnostics become TRL's per-micro-batch
