@@ -1,14 +1,14 @@
 """The training script exposes the code sandbox's settings, and they reach the sandbox it builds."""
 
-import os
 
 import pytest
 from transformers import HfArgumentParser
 
+from sandbox_modes import needs_rlimits
 from trl_rapid.cli import RapidScriptArguments, build_reward
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="uid leases are taken only by a root trainer")
+@needs_rlimits  # uid leases are taken only by a root trainer
 def test_script_flags_reach_the_sandbox():
     (args,) = HfArgumentParser((RapidScriptArguments,)).parse_args_into_dataclasses(args=[
         "--code_isolation", "rlimits", "--code_workers", "1", "--code_timeout_s", "4", "--code_memory_mb", "1024",

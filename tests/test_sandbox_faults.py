@@ -25,9 +25,8 @@ from trl_rapid.rewards.sandbox import (
 )
 from trl_rapid.rewards.sandbox.processes import UidLease
 
-from sandbox_modes import IS_ROOT, MODES
+from sandbox_modes import IS_ROOT, MODES, REPO, needs_rlimits, reachable_by_others
 
-REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 3.0
 GOOD = "def add(a, b):\n    return a + b\n"
 TESTS = "assert add(2, 3) == 5\n"
@@ -243,7 +242,7 @@ def test_uid_leases_are_exclusive_skip_real_accounts_and_are_freed():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="the rlimits mode runs as a dedicated uid only as root")
+@needs_rlimits
 def test_rlimits_as_root_cleans_world_writable_dirs_and_ipc():
     box = Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, workers=1, isolation="rlimits"))
     tag = f"trl-rapid-leftover-{os.getpid()}"
@@ -304,6 +303,8 @@ def test_rlimits_as_non_root_needs_explicit_consent(tmp_path):
     setpriv = shutil.which("setpriv")
     if setpriv is None or not IS_ROOT or not os.access("/usr/bin/python3", os.X_OK):
         pytest.skip("needs root and setpriv to run a subprocess as the unprivileged user 'nobody'")
+    if not reachable_by_others(REPO):
+        pytest.skip(f"the user 'nobody' cannot reach this checkout ({REPO}) to import trl_rapid")
     from test_sandbox_forging import PROBE_VERDICT
 
     home = Path(tempfile.mkdtemp(prefix="trl-rapid-nobody-"))  # pytest's tmp_path is not reachable for 'nobody'

@@ -19,7 +19,7 @@ from trl_rapid.rewards.code import MAX_SCANNED_CHARS, build_tests, extract_code,
 from trl_rapid.rewards.sandbox import Sandbox, SandboxConfig, wait_for_cleanup
 from trl_rapid.rewards.sandbox.processes import LOCK_DIR_NAME
 
-from sandbox_modes import FIXTURE, ROWS, IS_ROOT, MODES, NAMESPACES
+from sandbox_modes import FIXTURE, ROWS, IS_ROOT, MODES, NAMESPACES, needs_rlimits
 
 
 
@@ -295,7 +295,8 @@ def test_main_guarded_and_unittest_main_scripts_are_scored_for_real():
 # 6. "rlimits" as root: /dev/shm (host RAM) is bounded by shm_mb
 # ---------------------------------------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not IS_ROOT or not os.path.isdir("/dev/shm"), reason="rlimits with sandbox uids needs root")
+@needs_rlimits
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm here")
 def test_rlimits_run_filling_dev_shm_is_killed():
     box = Sandbox(SandboxConfig(isolation="rlimits", workers=1, shm_mb=8, timeout_s=5.0))
     fill = textwrap.dedent('''
