@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import importlib.util
 import os
 import queue
 import resource
@@ -199,8 +200,10 @@ class Sandbox:
             missing = [name for name, path in needed if path is None]
             if missing:
                 return f"missing executables: {', '.join(missing)}"
-        result = self._execute("def probe():\n    return 1\n", "assert probe() == 1\n", slot=0, isolation=isolation,
-                               timeout_s=20.0)
+        # MBPP+'s "plus" tests import numpy: if the trainer has it, the sandbox uid must be able to import it too (a
+        # virtualenv inside a 0700 directory runs, but its site-packages are unreadable there).
+        tests = "assert probe() == 1\n" + ("import numpy\n" if importlib.util.find_spec("numpy") else "")
+        result = self._execute("def probe():\n    return 1\n", tests, slot=0, isolation=isolation, timeout_s=20.0)
         if result.passed:
             return None
         detail = (result.stderr_tail.strip() + " " + result.verdict_tail.strip())[-300:]
