@@ -12,6 +12,7 @@ import resource
 import secrets
 import select
 import shutil
+import sys
 import signal
 import subprocess
 import tempfile
@@ -202,7 +203,9 @@ class Sandbox:
                 return f"missing executables: {', '.join(missing)}"
         # MBPP+'s "plus" tests import numpy: if the trainer has it, the sandbox uid must be able to import it too (a
         # virtualenv inside a 0700 directory runs, but its site-packages are unreadable there).
-        tests = "assert probe() == 1\n" + ("import numpy\n" if importlib.util.find_spec("numpy") else "")
+        same_interpreter = os.path.abspath(self.config.python) == os.path.abspath(sys.executable)  # a venv is its own
+        needs_numpy = same_interpreter and importlib.util.find_spec("numpy") is not None
+        tests = "assert probe() == 1\n" + ("import numpy\n" if needs_numpy else "")
         result = self._execute("def probe():\n    return 1\n", tests, slot=0, isolation=isolation, timeout_s=20.0)
         if result.passed:
             return None
