@@ -1,4 +1,5 @@
-"""RapidConfig fields of adaptive H and the baseline forms: resolution and the errors bad values give."""
+"""RapidConfig fields of adaptive H, the baseline forms and the micro-batch layout: resolution and the errors bad values
+give."""
 
 import pytest
 from transformers import HfArgumentParser
@@ -21,12 +22,17 @@ def test_auto_sizes_the_inference_batch_from_the_maximum_h():
     assert not make(optimizer_steps_per_generation=4).adaptive_h
 
 
-def test_auto_and_baseline_parse_from_the_command_line():
+def test_auto_baseline_and_layout_parse_from_the_command_line():
     parser = HfArgumentParser(RapidConfig)
     argv = ["--output_dir", "x", "--use_cpu", "--report_to", "none", "--per_device_train_batch_size", "8",
             "--num_generations", "4", "--baseline", "leave_one_out"]
     (auto,) = parser.parse_args_into_dataclasses(argv + ["--optimizer_steps_per_generation", "auto"])
     assert auto.adaptive_h and auto.baseline == "leave_one_out"
+    assert (auto.micro_batch_layout, auto.baseline_weight_source) == ("rows", "cache")  # the defaults
+    (groups,) = parser.parse_args_into_dataclasses(argv + ["--micro_batch_layout", "groups"])
+    assert groups.micro_batch_layout == "groups"
+    with pytest.raises(SystemExit):  # argparse's choices: the CLI refuses a typo before RapidConfig is built
+        parser.parse_args_into_dataclasses(argv + ["--baseline_weight_source", "exact"])
     (fixed,) = parser.parse_args_into_dataclasses(argv + ["--optimizer_steps_per_generation", "8"])
     assert fixed.optimizer_steps_per_generation == 8 and fixed.steps_per_generation == 8
 
@@ -35,6 +41,8 @@ def test_auto_and_baseline_parse_from_the_command_line():
     "kwargs, field",
     [
         (dict(baseline="mean"), "baseline"),
+        (dict(micro_batch_layout="row"), "micro_batch_layout"),
+        (dict(baseline_weight_source="exact"), "baseline_weight_source"),
         (dict(optimizer_steps_per_generation="often"), "optimizer_steps_per_generation"),
         (dict(optimizer_steps_per_generation="auto", max_optimizer_steps_per_generation=1),
          "max_optimizer_steps_per_generation"),

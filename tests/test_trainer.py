@@ -12,6 +12,7 @@ from trl_rapid import RapidConfig, RapidTrainer
 from trl_rapid.estimator import group_baseline, truncated_weights
 from trl_rapid.tiny import make_repeat_digit_dataset, repeat_digit_reward
 from trl_rapid.trainer import GROUP_IDS, REWARDS
+from trl_rapid.trainer.row_layout import ROW_INDEX
 
 
 class RecordingTrainer(RapidTrainer):
@@ -22,6 +23,7 @@ class RecordingTrainer(RapidTrainer):
         self.generation_sizes = []  # completions per generation call (this process)
         self.loss_batches = []  # (optimizer step, prompts of each row, group ids) per micro-batch
         self.advantage_errors = []
+        self.reference_log_weights = {}  # layout "rows": row → log w from the reference's own forward passes
 
     def _generate_and_score_completions(self, inputs):
         if self.model.training:
@@ -31,7 +33,7 @@ class RecordingTrainer(RapidTrainer):
         return output
 
     def _compute_loss(self, model, inputs):
-        if self.model.training and self._whole_groups_per_micro_batch:
+        if self.model.training and (self._rows_layout or self._whole_groups_per_micro_batch):
             # Poison the stored advantages: the loss must use the ones RAPID writes from this very forward pass.
             inputs["advantages"] = torch.full_like(inputs["advantages"], float("nan"))
         loss = super()._compute_loss(model, inputs)
@@ -42,17 +44,36 @@ class RecordingTrainer(RapidTrainer):
         return loss
 
     def _set_advantages(self, micro_batches, logps):
+        if self._rows_layout:
+            # This micro-batch's rows are trained now: their weights under the current θ enter the reference's cache.
+            rows = micro_batches[0][ROW_INDEX].tolist()
+            self.reference_log_weights.update(zip(rows, _fresh_log_weights(self, micro_batches[0]).tolist()))
         super()._set_advantages(micro_batches, logps)
+        if self._rows_layout:
+            self.advantage_errors.append(_rows_reference_error(self, micro_batches[0]))
+            return
         merged = {key: torch.cat([mb[key] for mb in micro_batches]) for key in micro_batches[0]
                   if isinstance(micro_batches[0][key], torch.Tensor) and micro_batches[0][key].ndim > 0}
         self.advantage_errors.append(_reference_error(self, merged))
 
+    def _resample_stale_rows(self, generation_batch):
+        first = self._resample_from
+        stale = torch.cat([mb[ROW_INDEX] for mb in self._buffered_inputs[first:]]).tolist() if self._rows_layout else []
+        super()._resample_stale_rows(generation_batch)
+        for row in stale:  # fresh completions with µ = the current θ: weight 1 until trained
+            self.reference_log_weights.pop(row, None)
+
+    def _prepare_inputs(self, generation_batch):
+        buffer = self._buffered_inputs
+        inputs = super()._prepare_inputs(generation_batch)
+        if self._buffered_inputs is not buffer:  # a new inference batch: every weight is 1 again (θ = µ)
+            self.reference_log_weights = {}
+        return inputs
+
 
 @torch.no_grad()
-def _reference_error(trainer, batch) -> float:
-    """max |A − A_ref|, A_ref from a fresh forward pass of the unwrapped model (temperature 1) over whole groups."""
-    groups = batch[GROUP_IDS]
-    assert min(Counter(groups.tolist()).values()) == trainer.num_generations, "advantages set on partial groups"
+def _fresh_log_weights(trainer, batch) -> torch.Tensor:
+    """log w of every row of `batch` from a fresh forward pass of the unwrapped model (temperature 1)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
     attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
@@ -60,13 +81,49 @@ def _reference_error(trainer, batch) -> float:
     completion_len = batch["completion_ids"].size(1)
     token_logps = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)[:, -completion_len:]
     behaviour = batch.get("old_per_token_logps", token_logps)
-    log_w = ((token_logps - behaviour) * batch["completion_mask"]).sum(-1)
-    rewards = batch[REWARDS]
+    return ((token_logps - behaviour) * batch["completion_mask"]).sum(-1)
+
+
+def _expected_advantages(trainer, rewards, groups, log_w, reward_scale):
     expected = rewards - group_baseline(truncated_weights(log_w, trainer.eta), rewards, groups, trainer.args.baseline)
-    if "rapid_reward_scale" in batch:  # with a scale, a group whose rewards are all equal has no advantage
-        expected = expected / (batch["rapid_reward_scale"] + 1e-4)
+    if reward_scale is not None:  # with a scale, a group whose rewards are all equal has no advantage
+        expected = expected / (reward_scale + 1e-4)
         same = torch.tensor([len(set(rewards[groups == g].tolist())) == 1 for g in groups.tolist()])
         expected = torch.where(same, torch.zeros_like(expected), expected)
+    return expected
+
+
+@torch.no_grad()
+def _rows_reference_error(trainer, batch) -> float:
+    """Layout "rows": max |A − A_ref| over the micro-batch, A_ref over each row's whole group under the documented
+    freshness rule — "cache": a member's weight from the fresh forward made when it was last trained in this inference
+    batch, 1 if not yet; "forward": every member's weight from a fresh forward now."""
+    buffer = {key: torch.cat([mb[key] for mb in trainer._buffered_inputs]) for key in
+              (ROW_INDEX, REWARDS, GROUP_IDS, "prompt_ids", "prompt_mask", "completion_ids", "completion_mask",
+               "old_per_token_logps", "rapid_reward_scale") if key in batch}
+    order = torch.argsort(buffer[ROW_INDEX])
+    buffer = {key: value[order] for key, value in buffer.items()}
+    assert torch.equal(buffer[ROW_INDEX], torch.arange(len(order))), "the buffer lost or repeated a row"
+    if trainer.args.baseline_weight_source == "forward":
+        log_w = _fresh_log_weights(trainer, buffer)
+    else:
+        log_w = torch.tensor([trainer.reference_log_weights.get(row, 0.0) for row in range(len(order))])
+    expected = _expected_advantages(trainer, buffer[REWARDS], buffer[GROUP_IDS], log_w,
+                                    buffer.get("rapid_reward_scale"))[batch[ROW_INDEX]]
+    trainer.max_log_weight = max(getattr(trainer, "max_log_weight", 0.0), log_w.abs().max().item())
+    trainer.on_policy_gap = max(getattr(trainer, "on_policy_gap", 0.0),
+                                (batch["trl_advantages"] - batch["advantages"]).abs().max().item())
+    return (expected - batch["advantages"]).abs().max().item()
+
+
+@torch.no_grad()
+def _reference_error(trainer, batch) -> float:
+    """max |A − A_ref|, A_ref from a fresh forward pass of the unwrapped model (temperature 1) over whole groups."""
+    groups = batch[GROUP_IDS]
+    assert min(Counter(groups.tolist()).values()) == trainer.num_generations, "advantages set on partial groups"
+    log_w = _fresh_log_weights(trainer, batch)
+    rewards = batch[REWARDS]
+    expected = _expected_advantages(trainer, rewards, groups, log_w, batch.get("rapid_reward_scale"))
     trainer.on_policy_gap = max(getattr(trainer, "on_policy_gap", 0.0),
                                 (batch["trl_advantages"] - batch["advantages"]).abs().max().item())
     trainer.max_log_weight = max(getattr(trainer, "max_log_weight", 0.0), log_w.abs().max().item())
@@ -123,8 +180,9 @@ def test_one_generation_call_per_outer_step_then_h_optimizer_steps(tiny_model_di
     assert all(h["rapid/generation_time"] > 0 and h["rapid/train_time"] > 0 for h in timings)
 
 
-def test_every_micro_batch_holds_whole_groups_of_one_prompt(tiny_model_dir, tmp_path):
-    trainer = train(tiny_model_dir, tmp_path, per_device_train_batch_size=8, gradient_accumulation_steps=2)
+def test_layout_groups_puts_whole_groups_of_one_prompt_in_every_micro_batch(tiny_model_dir, tmp_path):
+    trainer = train(tiny_model_dir, tmp_path, per_device_train_batch_size=8, gradient_accumulation_steps=2,
+                    micro_batch_layout="groups")
     assert len(trainer.loss_batches) == 12
     for _, prompts, groups in trainer.loss_batches:
         members = {}
@@ -133,9 +191,20 @@ def test_every_micro_batch_holds_whole_groups_of_one_prompt(tiny_model_dir, tmp_
         assert all(len(rows) == 4 and len(set(rows)) == 1 for rows in members.values()), members
 
 
+def test_layout_rows_draws_each_micro_batch_from_many_prompts(tiny_model_dir, tmp_path):
+    trainer = train(tiny_model_dir, tmp_path, per_device_train_batch_size=8, gradient_accumulation_steps=2)
+    assert len(trainer.loss_batches) == 12
+    # 12 groups of 4 per inference batch, 8 rows per micro-batch: whole groups would give exactly 2 prompts each.
+    distinct = [len(set(groups)) for _, _, groups in trainer.loss_batches]
+    assert sum(distinct) / len(distinct) > 4, distinct
+    for _, prompts, groups in trainer.loss_batches:  # a group id still names one prompt
+        assert all(len({p for p, g in zip(prompts, groups) if g == group}) == 1 for group in groups)
+
+
 def test_groups_spanning_micro_batches_stay_within_one_optimizer_step(tiny_model_dir, tmp_path):
     with pytest.warns(UserWarning, match="extra no-grad forward"):
-        trainer = train(tiny_model_dir, tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2)
+        trainer = train(tiny_model_dir, tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                        micro_batch_layout="groups")
     per_step = {}
     for step, prompts, groups in trainer.loss_batches:
         for prompt, group in zip(prompts, groups):
@@ -145,16 +214,21 @@ def test_groups_spanning_micro_batches_stay_within_one_optimizer_step(tiny_model
 
 
 @pytest.mark.parametrize(
-    "per_device_train_batch_size, scale_rewards",
-    [(4, "none"), (2, "none"), (4, "group")],
-    ids=["whole-groups", "spanning-groups", "scale-group"],
+    "layout, per_device_train_batch_size, scale_rewards",
+    [("groups", 4, "none"), ("groups", 2, "none"), ("groups", 4, "group"),
+     ("rows:cache", 4, "none"), ("rows:cache", 2, "group"), ("rows:forward", 4, "none"), ("rows:forward", 2, "group")],
+    ids=["whole-groups", "spanning-groups", "scale-group", "rows-cache", "rows-cache-scale-group", "rows-forward",
+         "rows-forward-scale-group"],
 )
-def test_advantages_match_an_independent_computation_at_every_step(tiny_model_dir, tmp_path,
+def test_advantages_match_an_independent_computation_at_every_step(tiny_model_dir, tmp_path, layout,
                                                                     per_device_train_batch_size, scale_rewards):
+    layout, _, source = layout.partition(":")
     trainer = train(tiny_model_dir, tmp_path, per_device_train_batch_size=per_device_train_batch_size,
-                    gradient_accumulation_steps=2, scale_rewards=scale_rewards, learning_rate=2e-2)
-    # one check per micro-batch (whole groups) or per optimizer step (spanning groups)
-    assert len(trainer.advantage_errors) == (12 if per_device_train_batch_size == 4 else 6)
+                    gradient_accumulation_steps=2, scale_rewards=scale_rewards, learning_rate=2e-2,
+                    micro_batch_layout=layout, baseline_weight_source=source or "cache")
+    # one check per micro-batch (whole groups, rows) or per optimizer step (spanning groups)
+    spanning = layout == "groups" and per_device_train_batch_size == 2
+    assert len(trainer.advantage_errors) == (6 if spanning else 12)
     assert trainer.max_log_weight > 1e-3  # θ moved away from µ, so the weights were not trivially 1
     assert max(trainer.advantage_errors) < 1e-4
 

@@ -1,5 +1,6 @@
 """Adaptive H on the tiny model: H shrinks when the policy moves fast, stays at the maximum when it barely moves."""
 
+import pytest
 from test_trainer import RecordingTrainer, logs_with, train
 
 
@@ -39,16 +40,19 @@ def test_h_reaches_the_maximum_when_the_policy_barely_moves(tiny_model_dir, tmp_
     assert [h["rapid/h"] for h in logs_with(trainer, "rapid/h")] == [4.0, 4.0]
 
 
-def test_h_shrinks_when_the_learning_rate_is_large(tiny_model_dir, tmp_path):
-    trainer = adaptive(tiny_model_dir, tmp_path, learning_rate=5e-2)
+@pytest.mark.parametrize("layout", ["rows", "groups"])
+def test_h_shrinks_when_the_learning_rate_is_large(tiny_model_dir, tmp_path, layout):
+    trainer = adaptive(tiny_model_dir, tmp_path, learning_rate=5e-2, micro_batch_layout=layout)
     rule = trainer._adaptive_h
     assert trainer.state.global_step == 8
     assert rule.resamples >= 1 and min(rule.h_history) < 4
     assert sum(rule.h_history) == 8  # every optimizer step is served by exactly one sample
     # the stale rows were sampled and never trained on: counted as waste (N_step = 4 rows per remaining step)
     assert rule.wasted_rows > 0 and rule.wasted_rows % 4 == 0
-    # a re-sample draws the same prompts as the rows it replaces, and the estimator stays exact on fresh rows
+    # a re-sample draws the same prompts as the rows it replaces, and the estimator stays exact on fresh rows (under
+    # "rows", the freshness rule of the cache: a re-sampled row's weight is 1 until it is trained)
     assert len(trainer.generation_sizes) == 2 + rule.resamples
+    assert sum(trainer.generation_sizes) == 2 * 16 + rule.wasted_rows  # a re-sample replaces exactly the stale rows
     assert max(trainer.advantage_errors) < 1e-5
     logged = logs_with(trainer, "rapid/wasted_completions")
     assert logged[-1]["rapid/wasted_completions"] == rule.wasted_rows

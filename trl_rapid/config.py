@@ -10,6 +10,8 @@ from .estimator import BASELINES
 
 BEHAVIOUR_LOGPROB_SOURCES = ("auto", "engine", "sampler", "trainer")
 VLLM_WEIGHT_SYNCS = ("auto", "nccl", "filesystem")
+LAYOUTS = ("rows", "groups")  # micro_batch_layout
+WEIGHT_SOURCES = ("cache", "forward")  # baseline_weight_source
 DEFAULT_OPTIMIZER_STEPS_PER_GENERATION = 4
 ADAPTIVE_H = "auto"
 
@@ -75,6 +77,19 @@ class RapidConfig(GRPOConfig):
             `"engine"`, TRL's separate vLLM importance-sampling factor is neutralised: the PPO ratio π_θ/µ already
             covers the trainer–engine mismatch.
 
+        micro_batch_layout (`str`, *optional*, defaults to `"rows"`):
+            How the inference batch is cut into optimizer steps. `"rows"`: shuffled row by row, as TRL's own big-batch
+            mode does, so each step draws its N_step rows from (nearly) every prompt of the batch; the baseline still
+            averages over each row's whole group, with the other members' weights from `baseline_weight_source`.
+            `"groups"`: shuffled by whole groups, so a step holds N_step / G prompts and the loss's own forward pass
+            gives every member's weight (exact, no bookkeeping) — and measurably less held-out accuracy per step.
+        baseline_weight_source (`str`, *optional*, defaults to `"cache"`):
+            With `micro_batch_layout="rows"`: where the weights of a row's group members come from. `"cache"`: the
+            last forward pass that touched each member since µ sampled it (1 if none yet), no extra compute; a weight
+            is at most `H × num_iterations − 1` optimizer steps old (logged as `rapid/weight_age`). `"forward"`: one
+            no-grad forward pass over the members not yet seen at the current θ before each loss: exact, about
+            (G − 1) extra forward rows per trained row.
+
     > vLLM options TRL does not expose (colocate mode builds the engine inside the trainer)
 
         vllm_dtype (`str`, *optional*, defaults to `"auto"`):
@@ -137,6 +152,24 @@ class RapidConfig(GRPOConfig):
             "(engine with vLLM, sampler with full-precision transformers generation, each under plain temperature "
             "sampling only; else trainer).",
             "choices": list(BEHAVIOUR_LOGPROB_SOURCES),
+        },
+    )
+    micro_batch_layout: str = field(
+        default="rows",
+        metadata={
+            "help": "'rows' (default): the inference batch is shuffled row by row, as TRL does, so an optimizer step "
+            "draws from every prompt; the baseline still spans each row's whole group. 'groups': whole groups per "
+            "micro-batch (N_step / G prompts per step), every weight from the loss's own forward pass.",
+            "choices": list(LAYOUTS),
+        },
+    )
+    baseline_weight_source: str = field(
+        default="cache",
+        metadata={
+            "help": "Layout 'rows' only: the group members' weights in the baseline. 'cache' (default): from the last "
+            "forward pass that touched each member (1 until trained; at most H × num_iterations − 1 steps old, "
+            "logged as rapid/weight_age), no extra compute. 'forward': an exact no-grad forward over the members.",
+            "choices": list(WEIGHT_SOURCES),
         },
     )
     vllm_dtype: str = field(
@@ -232,6 +265,16 @@ class RapidConfig(GRPOConfig):
         if self.baseline not in BASELINES:
             raise ValueError(
                 f"baseline must be one of {BASELINES}, got {self.baseline!r}. 'paper' is the paper's form."
+            )
+        if self.micro_batch_layout not in LAYOUTS:
+            raise ValueError(
+                f"micro_batch_layout must be one of {LAYOUTS}, got {self.micro_batch_layout!r}. 'rows' shuffles the "
+                "inference batch row by row (TRL's layout); 'groups' keeps each prompt's completions together."
+            )
+        if self.baseline_weight_source not in WEIGHT_SOURCES:
+            raise ValueError(
+                f"baseline_weight_source must be one of {WEIGHT_SOURCES}, got {self.baseline_weight_source!r}. "
+                "'cache' costs nothing; 'forward' recomputes the group members' weights exactly."
             )
         if self.baseline == "paper" and self.scale_rewards not in ("none", False):
             warnings.warn(

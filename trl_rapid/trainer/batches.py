@@ -1,4 +1,4 @@
-"""The buffered generation batch: the keys RapidTrainer adds to each row, and the shuffle by whole groups."""
+"""The buffered generation batch: the keys RapidTrainer adds to each row, and its shuffles (whole groups or rows)."""
 
 from __future__ import annotations
 
@@ -24,13 +24,18 @@ def shuffle_groups(batch: dict, group_size: int, group_order: torch.Tensor | Non
     if group_order is None:
         group_order = torch.randperm(num_rows // group_size)
     permutation = (group_order[:, None] * group_size + torch.arange(group_size)).flatten()
+    return permute_rows(batch, permutation)
+
+
+def permute_rows(batch: dict, permutation: torch.Tensor) -> dict:
+    """Reorder every per-row value of a generation batch by `permutation` (0-dim tensors and None are kept)."""
 
     def permute(value):
         if value is None or _is_scalar(value):
             return value
         if isinstance(value, torch.Tensor):
             return value[permutation.to(value.device)]
-        return [value[i] for i in permutation]
+        return [value[i] for i in permutation.tolist()]
 
     return {key: permute(value) for key, value in batch.items()}
 

@@ -3,9 +3,11 @@
 One outer step, read top to bottom:
   1. rollout   — `_prepare_inputs` asks TRL for one generation batch of N_inference completions (N_inference / world
                  size per process), with rewards and the behaviour log-probs µ (read off the sampler when it is exact,
-                 see sampler_logprobs.py, else recomputed); it is shuffled by whole groups and cut into micro-batches.
-  2. advantage — at every optimizer step, `_set_advantages` recomputes A_i = R_i − (1/G) Σ_j min(π_θ/µ, η) R_j with the
-                 current θ (estimator.py), reusing the log-probs of the loss's own forward pass.
+                 see sampler_logprobs.py, else recomputed); it is shuffled row by row (layout "rows", as TRL does) or
+                 by whole groups (layout "groups") and cut into micro-batches.
+  2. advantage — at every micro-batch, `_set_advantages` recomputes A_i = R_i − (1/G) Σ_j min(π_θ/µ, η) R_j with the
+                 current θ (estimator.py), reusing the log-probs of the loss's own forward pass; under "rows" the
+                 other group members' weights come from the buffer's cache (row_layout.py).
   3. update    — TRL's `_compute_loss` applies its surrogate (any `loss_type`) with that advantage; H optimizer steps
                  consume the buffer before the next rollout.
 
@@ -38,8 +40,9 @@ from ..estimator import rapid_advantages, sequence_log_weights, truncated_weight
 from ..faults import non_finite_rewards_to_nan
 from ..sampler_logprobs import plain_sampling_violations, recording_sampled_logprobs
 from ..vllm_engine import server_weight_sync, vllm_setup
-from .batches import GROUP_IDS, MODEL_INPUT_KEYS, REWARD_SCALE, REWARDS, shuffle_groups
+from .batches import GROUP_IDS, MODEL_INPUT_KEYS, REWARD_SCALE, REWARDS, permute_rows, shuffle_groups
 from .fault_tolerance import FaultToleranceMixin
+from .row_layout import ROW_INDEX, BufferWeights
 
 logger = get_logger(__name__)
 
@@ -108,9 +111,15 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
                 "the model config (the paper's models have none).",
                 stacklevel=2,
             )
-        # The loss's own forward pass gives every group member's log-prob only when micro-batches hold whole groups.
+        # Layout "rows": the buffer's per-row rewards, groups and cached weights (row_layout.py), and where each row
+        # sits among the buffered micro-batches (for baseline_weight_source="forward").
+        self._rows_layout = args.micro_batch_layout == "rows"
+        self._buffer_weights, self._row_micro_batch, self._row_position = None, None, None
+        self._resampling_rows = False  # adaptive H re-samples single rows of groups under layout "rows"
+        # Layout "groups": the loss's own forward pass gives every group member's log-prob only when micro-batches hold
+        # whole groups.
         self._whole_groups_per_micro_batch = args.per_device_train_batch_size % args.num_generations == 0
-        if not self._whole_groups_per_micro_batch:
+        if not self._rows_layout and not self._whole_groups_per_micro_batch:
             warnings.warn(
                 f"per_device_train_batch_size={args.per_device_train_batch_size} is not a multiple of "
                 f"num_generations={args.num_generations}, so a group spans micro-batches: RapidTrainer runs one extra "
@@ -192,9 +201,10 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
 
         group_size = self.num_generations
         prompts = [x.get("prompt") for x in inputs]
-        if len(prompts) % group_size or any(
+        # (An adaptive-H re-sample under layout "rows" brings single rows of many groups: checked against the buffer.)
+        if not self._resampling_rows and (len(prompts) % group_size or any(
             prompts[i] != prompts[i - i % group_size] for i in range(len(prompts))
-        ):
+        )):
             raise RuntimeError(
                 "RapidTrainer expects each process's generation batch to arrive as whole groups of num_generations "
                 "consecutive completions of one prompt; this one does not. Was the train sampler replaced?"
@@ -225,8 +235,9 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
         return output
 
     def _prepare_inputs(self, generation_batch):
-        # Mirrors TRL 1.16 `GRPOTrainer._prepare_inputs` (train branch) with two changes: the buffer is shuffled by
-        # whole groups instead of row by row, and a resume realigns the outer steps (see the comment below).
+        # Mirrors TRL 1.16 `GRPOTrainer._prepare_inputs` (train branch) with three changes: layout "rows" keeps TRL's
+        # row shuffle but records each row's place (its weight is cached per row), layout "groups" shuffles whole
+        # groups instead, and a resume realigns the outer steps (see the comment below).
         if not self.model.training:
             return super()._prepare_inputs(generation_batch)
 
@@ -244,26 +255,65 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
         if self._step % generate_every == 0 or self._buffered_inputs is None:
             batch = self._generate_and_score_completions(generation_batch)
             batch = split_pixel_values_by_grid(batch)
-            self._buffer_group_order = torch.randperm(len(generation_batch) // self.num_generations)
             self._buffer_prompts = [x.get("prompt") for x in generation_batch]
-            batch = shuffle_groups(batch, self.num_generations, self._buffer_group_order)
+            if self._rows_layout:
+                batch[ROW_INDEX] = torch.arange(len(generation_batch), device=batch[REWARDS].device)
+                self._buffer_weights = BufferWeights(batch[REWARDS], batch[GROUP_IDS], batch.get(REWARD_SCALE),
+                                                     step=self._step // self.args.gradient_accumulation_steps)
+                batch = permute_rows(batch, torch.randperm(len(generation_batch)))  # TRL's shuffle_sequence_dict
+            else:
+                self._buffer_group_order = torch.randperm(len(generation_batch) // self.num_generations)
+                batch = shuffle_groups(batch, self.num_generations, self._buffer_group_order)
             micro_batches = split_tensor_dict(batch, self.args.steps_per_generation)
             self._buffered_inputs = [unsplit_pixel_values_by_grid(micro_batch) for micro_batch in micro_batches]
+            self._locate_rows(0)
             self._resample_from = None
         elif self._resample_from is not None:
             self._resample_stale_rows(generation_batch)
         return self._buffered_inputs[self._step % self.args.steps_per_generation]
 
+    def _locate_rows(self, first: int):
+        """Layout "rows": remember which buffered micro-batch (from `first` on) holds each row, and where."""
+        if not self._rows_layout:
+            return
+        if first == 0:
+            size = len(self._buffer_weights.rewards)
+            self._row_micro_batch = torch.full((size,), -1, dtype=torch.long)
+            self._row_position = torch.full((size,), -1, dtype=torch.long)
+        for index, micro_batch in enumerate(self._buffered_inputs[first:], start=first):
+            rows = micro_batch[ROW_INDEX].cpu()
+            self._row_micro_batch[rows] = index
+            self._row_position[rows] = torch.arange(len(rows))
+
     def _resample_stale_rows(self, generation_batch):
         """Adaptive H: the micro-batches from `_resample_from` on are stale; sample their prompts again with the current
-        policy, which is their µ from now on. Same prompts, same micro-batch layout, fresh completions."""
+        policy, which is their µ from now on. Same prompts, same micro-batch layout, fresh completions.
+
+        Layout "groups": those micro-batches hold whole groups, which are sampled again. Layout "rows": they hold single
+        rows of many groups; each is sampled again on its own (one completion per stale row) and keeps its place in its
+        group, whose baseline then mixes members of two behaviour policies, each weighted by its own µ."""
         first, self._resample_from = self._resample_from, None
         if [x.get("prompt") for x in generation_batch] != self._buffer_prompts:
             raise RuntimeError("Adaptive H: the data loader changed prompts inside an outer step; cannot re-sample.")
         group_size, rows_per_micro_batch = self.num_generations, self.args.per_device_train_batch_size
-        groups = self._buffer_group_order[first * rows_per_micro_batch // group_size :].tolist()
-        stale_inputs = [generation_batch[g * group_size + i] for g in groups for i in range(group_size)]
-        batch = split_pixel_values_by_grid(self._generate_and_score_completions(stale_inputs))
+        if self._rows_layout:
+            stale_rows = torch.cat([mb[ROW_INDEX] for mb in self._buffered_inputs[first:]]).cpu()
+            stale_inputs = [generation_batch[row] for row in stale_rows.tolist()]
+            self._resampling_rows = True
+            try:
+                batch = split_pixel_values_by_grid(self._generate_and_score_completions(stale_inputs))
+            finally:
+                self._resampling_rows = False
+            step = self._step // self.args.gradient_accumulation_steps
+            self._buffer_weights.replace(stale_rows, batch[REWARDS], batch.get(REWARD_SCALE), step, self.scale_rewards)
+            stale_rows = stale_rows.to(batch[REWARDS].device)
+            batch[ROW_INDEX], batch[GROUP_IDS] = stale_rows, self._buffer_weights.group_ids[stale_rows]
+            if REWARD_SCALE in batch:
+                batch[REWARD_SCALE] = self._buffer_weights.reward_scale[stale_rows]
+        else:
+            groups = self._buffer_group_order[first * rows_per_micro_batch // group_size :].tolist()
+            stale_inputs = [generation_batch[g * group_size + i] for g in groups for i in range(group_size)]
+            batch = split_pixel_values_by_grid(self._generate_and_score_completions(stale_inputs))
         # TRL's token-level losses (dapo, cispo, vespo) divide by num_items_in_batch × GA / steps_per_generation, i.e.
         # the tokens of one optimizer step on average over a full buffer; this part-buffer covers fewer steps.
         remaining = self.args.steps_per_generation - first
@@ -271,21 +321,27 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
             batch["num_items_in_batch"] = batch["num_items_in_batch"] * self.args.steps_per_generation / remaining
         micro_batches = split_tensor_dict(batch, remaining)
         self._buffered_inputs[first:] = [unsplit_pixel_values_by_grid(micro_batch) for micro_batch in micro_batches]
+        self._locate_rows(first)
 
     # ---------------------------------------------------------------------------------------------------------------
-    # 2. Advantage, recomputed at every optimizer step with the current θ
+    # 2. Advantage, recomputed at every micro-batch with the current θ
     # ---------------------------------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs):
         # Extends TRL 1.16: TRL's `_compute_loss` runs one forward pass of the micro-batch, then reads
-        # inputs["advantages"]. RAPID's advantage depends on that pass's log-probs, so when the micro-batch holds whole
-        # groups we hand it to `_get_per_token_logps_and_entropies`, which fills the advantages in between.
+        # inputs["advantages"]. RAPID's advantage depends on that pass's log-probs, so (layout "rows", or "groups" with
+        # whole groups per micro-batch) we hand it to `_get_per_token_logps_and_entropies`, which fills the advantages
+        # in between.
         if self.model.training:
             if self._step % self.args.gradient_accumulation_steps == 0:
                 inner_step = (self._step % (self.args.steps_per_generation * self.num_iterations)) // (
                     self.args.gradient_accumulation_steps
                 )
                 self._metrics["train"]["rapid/inner_step"].append(float(inner_step))
-            if self._whole_groups_per_micro_batch:
+            if self._rows_layout:
+                if self.args.baseline_weight_source == "forward":
+                    self._refresh_member_weights(inputs)
+                self._loss_inputs_awaiting_advantages = inputs
+            elif self._whole_groups_per_micro_batch:
                 self._loss_inputs_awaiting_advantages = inputs
             elif self._step % self.args.gradient_accumulation_steps == 0:
                 self._set_optimizer_step_advantages()
@@ -326,52 +382,101 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
         return behaviour.masked_fill(~mask, 0.0)
 
     @torch.no_grad()
+    def _forward_logps(self, micro_batch: dict, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-token log π_θ (current θ, no grad) of a buffered micro-batch's completions, or of its rows `positions`."""
+        def pick(value):
+            return value if positions is None else value[positions]
+
+        completion_ids = pick(micro_batch["completion_ids"])
+        input_ids = torch.cat([pick(micro_batch["prompt_ids"]), completion_ids], dim=1)
+        attention_mask = torch.cat([pick(micro_batch["prompt_mask"]), pick(micro_batch["completion_mask"])], dim=1)
+        extra = {key: micro_batch.get(key) for key in MODEL_INPUT_KEYS}
+        if positions is not None and any(value is not None for value in extra.values()):
+            raise ValueError("baseline_weight_source='forward' cannot take a subset of a multimodal micro-batch's rows; "
+                             "use baseline_weight_source='cache' or micro_batch_layout='groups'.")
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            logps, _, _ = super()._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, completion_ids.size(1), **extra
+            )
+        return logps
+
+    @staticmethod
+    def _loss_mask(micro_batch: dict) -> torch.Tensor:
+        """m_t: the completion tokens TRL's loss counts (tool outputs excluded)."""
+        mask = micro_batch["completion_mask"]
+        return mask * micro_batch["tool_mask"] if "tool_mask" in micro_batch else mask
+
+    def _sequence_log_weights(self, micro_batch: dict, logps: torch.Tensor, positions=None) -> torch.Tensor:
+        """log w of a micro-batch's rows (or of its rows `positions`) from their log-probs under θ."""
+        # With H = 1 TRL stores no µ, since θ = µ: the current log-probs are the behaviour log-probs.
+        behaviour = micro_batch.get("old_per_token_logps")
+        if behaviour is None:
+            behaviour = logps
+        elif positions is not None:
+            behaviour = behaviour[positions]
+        mask = self._loss_mask(micro_batch)
+        return sequence_log_weights(logps, behaviour, mask if positions is None else mask[positions])
+
     def _set_optimizer_step_advantages(self):
-        """Groups span micro-batches: one no-grad forward over the optimizer step's micro-batches gives every member's
-        log-prob under θ, which stays fixed across gradient accumulation, so the advantages are exact."""
+        """Layout "groups", groups spanning micro-batches: one no-grad forward over the optimizer step's micro-batches
+        gives every member's log-prob under θ, which stays fixed across gradient accumulation, so the advantages are
+        exact."""
         first = self._step % self.args.steps_per_generation
         micro_batches = self._buffered_inputs[first : first + self.args.gradient_accumulation_steps]
-        logps = []
-        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            for micro_batch in micro_batches:
-                completion_ids = micro_batch["completion_ids"]
-                input_ids = torch.cat([micro_batch["prompt_ids"], completion_ids], dim=1)
-                attention_mask = torch.cat([micro_batch["prompt_mask"], micro_batch["completion_mask"]], dim=1)
-                step_logps, _, _ = super()._get_per_token_logps_and_entropies(
-                    self.model, input_ids, attention_mask, completion_ids.size(1),
-                    **{key: micro_batch.get(key) for key in MODEL_INPUT_KEYS},
-                )
-                logps.append(step_logps)
-        self._set_advantages(micro_batches, logps)
+        self._set_advantages(micro_batches, [self._forward_logps(micro_batch) for micro_batch in micro_batches])
+
+    def _refresh_member_weights(self, inputs: dict):
+        """Layout "rows", baseline_weight_source="forward": before the loss, one no-grad forward pass over the members
+        of the micro-batch's groups whose cached weight is not from the current θ (its own rows come from the loss's
+        forward), in chunks of per_device_train_batch_size rows, so every weight its baselines read is exact."""
+        step = self._step // self.args.gradient_accumulation_steps
+        needed = self._buffer_weights.stale_members(inputs[ROW_INDEX], step).cpu()
+        chunk = self.args.per_device_train_batch_size
+        for index in self._row_micro_batch[needed].unique().tolist():
+            micro_batch = self._buffered_inputs[index]
+            rows = needed[self._row_micro_batch[needed] == index]
+            for part in rows.split(chunk):
+                positions = self._row_position[part].to(micro_batch["completion_ids"].device)
+                logps = self._forward_logps(micro_batch, positions)
+                self._buffer_weights.update(part, self._sequence_log_weights(micro_batch, logps, positions), step)
 
     def _set_advantages(self, micro_batches: list[dict], logps: list[torch.Tensor]):
-        """Write RAPID's advantage into each micro-batch (in place) and log the weight diagnostics."""
+        """Write RAPID's advantage into each micro-batch (in place) and log the weight diagnostics.
+
+        Layout "groups": the micro-batches hold whole groups, and the baseline comes from their own log-weights.
+        Layout "rows" (one micro-batch): its fresh log-weights go into the buffer's cache first, and each row's baseline
+        is taken over its whole group from there (row_layout.py states how fresh each weight is)."""
 
         def cat(key):
             return torch.cat([micro_batch[key] for micro_batch in micro_batches])
 
-        # With H = 1 TRL stores no µ, since θ = µ: the current log-probs are the behaviour log-probs.
-        behaviour = torch.cat(
-            [micro_batch.get("old_per_token_logps", lp) for micro_batch, lp in zip(micro_batches, logps, strict=True)]
-        )
-        masks = [mb["completion_mask"] * mb["tool_mask"] if "tool_mask" in mb else mb["completion_mask"] for mb in micro_batches]
-        log_weights = sequence_log_weights(torch.cat(logps), behaviour, torch.cat(masks))
-        group_ids = cat(GROUP_IDS)
-        reward_scale = cat(REWARD_SCALE) if REWARD_SCALE in micro_batches[0] else None
-        advantages = rapid_advantages(
-            cat(REWARDS), truncated_weights(log_weights, self.eta), group_ids, reward_scale, self.args.baseline
-        )
+        log_weights = torch.cat([self._sequence_log_weights(mb, lp) for mb, lp in zip(micro_batches, logps, strict=True)])
+        if self._rows_layout:
+            rows, step = cat(ROW_INDEX), self._step // self.args.gradient_accumulation_steps
+            self._buffer_weights.update(rows, log_weights, step)
+            advantages = self._buffer_weights.advantages(rows, self.eta, self.args.baseline)
+            # A step holds ~one row per group: its ESS is that of its own rows pooled, not per group.
+            group_ids = torch.zeros_like(rows)
+            ages = self._buffer_weights.member_ages(rows, step)
+        else:
+            group_ids, ages = cat(GROUP_IDS), None
+            reward_scale = cat(REWARD_SCALE) if REWARD_SCALE in micro_batches[0] else None
+            advantages = rapid_advantages(
+                cat(REWARDS), truncated_weights(log_weights, self.eta), group_ids, reward_scale, self.args.baseline
+            )
         for micro_batch, chunk in zip(micro_batches, advantages.split([len(mb[REWARDS]) for mb in micro_batches])):
             micro_batch["advantages"] = chunk
-        stats = self._log_weight_diagnostics(log_weights, group_ids)
+        stats = self._log_weight_diagnostics(log_weights, group_ids, ages)
         if self._adaptive_h is not None:  # the step's ESS/G, weighted by its whole groups (rows / G of them)
             num_groups = len(group_ids) / self.num_generations
             self._step_ess.append(torch.stack([stats["ess"] * num_groups, stats["ess"].new_tensor(num_groups)]))
 
-    def _log_weight_diagnostics(self, log_weights, group_ids):
+    def _log_weight_diagnostics(self, log_weights, group_ids, ages=None):
         # Kept on the device: gathered over processes and read back once per logging step (see `log`), so a
         # micro-batch costs no collective and no host sync here.
         stats = weight_diagnostics(log_weights, self.eta, group_ids)
+        if ages is not None:  # layout "rows": how old the cached weights the baselines read were, in optimizer steps
+            stats["weight_age"], stats["weight_age_max"] = ages.double().mean(), ages.double().max()
         self._weight_stat_names = list(stats)
         self._weight_stats.append(torch.stack(list(stats.values())).float())
         return stats
@@ -383,7 +488,7 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
             stats = self.accelerator.gather(torch.stack(self._weight_stats).unsqueeze(0))  # (processes, batches, stats)
             self._weight_stats = []
             for name, column in zip(self._weight_stat_names, stats.unbind(-1), strict=True):
-                per_batch = column.max(dim=0).values if name == "weight_max" else column.mean(dim=0)
+                per_batch = column.max(dim=0).values if name.endswith("_max") else column.mean(dim=0)
                 self._metrics["train"][f"rapid/{name}"].extend(per_batch.tolist())
 
     # ---------------------------------------------------------------------------------------------------------------
