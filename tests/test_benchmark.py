@@ -186,3 +186,24 @@ def test_runs_in_fresh_processes(tmp_path, tiny_model_dir):
     assert [r["counts"]["completions"] for r in result["runs"]] == [16, 16]
     assert [r["torch_threads"] for r in result["runs"]] == [1, 1]  # cpu_demo.yaml's torch_threads
     assert result["ideal"]["per_seed"] == {} and "over ideal" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_aa_arm_changes_the_completions_but_not_the_prompts(bench, tmp_path, tiny_model_dir):
+    """An A/A arm of (a), random_stream_offset 1: other sampled completions, the same prompts in the same order; and
+    (a) itself is deterministic per seed (the same completions as in the `bench` run), so the difference is the
+    offset's."""
+    overrides = {**TINY_BUDGET, "methods": {"grpo_off_policy_h": [], "rapid_h": [], "aa_arms": ["grpo_on_policy"]},
+                 "ideal": {"enabled": False}, "model": {"path": tiny_model_dir}, "isolation": "inprocess"}
+    cfg = B.load_config(CPU_CONFIG, overrides)
+    result = B.run_benchmark(cfg, tmp_path / "out", command="test", root=tmp_path, log=lambda *a: None)
+    a, aa = result["runs"]
+    assert (a["method"], aa["method"], aa["random_stream_offset"]) == ("grpo_on_policy", "grpo_on_policy_aa1", 1)
+    assert aa["prompt_order_sha1"] == a["prompt_order_sha1"] and aa["first_prompts"] == a["first_prompts"]
+    assert aa["completions_sha1"] != a["completions_sha1"]
+    same_a = next(r for r in bench[0]["runs"] if r["method"] == "grpo_on_policy")
+    assert a["completions_sha1"] == same_a["completions_sha1"]
+    assert a["eval"]["final_reward"] == same_a["eval"]["final_reward"]
+    assert aa["config"] == a["config"]
+    assert result["checks"]["same_prompt_order"] is True
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "A/A check, grpo_on_policy_aa1 − grpo_on_policy" in table  # one seed: "no interval", said so

@@ -26,7 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "torch_threads": None,
     # A sweep over learning rates: every method × seed runs at each; null = training.learning_rate alone.
     "learning_rates": None,
-    "stats": {"confidence": 0.95, "bootstrap_resamples": 10000, "bootstrap_seed": 0},
+    # power: of the minimum detectable difference printed beside every comparison (stats.py).
+    "stats": {"confidence": 0.95, "power": 0.8, "bootstrap_resamples": 10000, "bootstrap_seed": 0},
     "training": {},
     "grpo": {},
     "rapid": {},
@@ -144,6 +145,7 @@ def plan_methods(methods_cfg: dict) -> list[dict]:
     for h in methods_cfg.get("rapid_h") or []:
         methods.append({"name": f"rapid_H{h}", "trainer": "rapid", "h": int(h), "label": f"(c) RAPID H={h}"})
     methods += [plan_variant(v, i) for i, v in enumerate(methods_cfg.get("rapid_variants") or [])]
+    methods += [plan_aa_arm(v, i, methods) for i, v in enumerate(methods_cfg.get("aa_arms") or [])]
     names = [m["name"] for m in methods]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -185,3 +187,37 @@ def plan_variant(variant: dict, index: int) -> dict:
         raise ValueError(f"{where}.trainer must be 'rapid' or 'grpo', got {trainer!r}.")
     label = variant.get("label") or f"({'c' if trainer == 'rapid' else 'b'}) {name}"
     return {"name": name, "trainer": trainer, "h": h, "label": label, "args": dict(args)}
+
+
+AA_KEYS = {"of", "random_stream_offset", "name"}
+
+
+def plan_aa_arm(entry, index: int, methods: list[dict]) -> dict:
+    """A `methods.aa_arms` entry, {of: METHOD, random_stream_offset: k (default 1), name?}, or just the method's name:
+    the same method again (same trainer, H and arguments, same seeds, same prompt order), whose random stream is
+    shifted by k draws at the start of training (workers.py), so its sampled completions differ. Comparing it with
+    METHOD is an A/A test: a difference that the intervals call real means the intervals are too narrow. Any planned
+    method can be repeated: (a), a (b) arm, a RAPID arm or a variant."""
+    where = f"methods.aa_arms[{index}]"
+    if isinstance(entry, str):
+        entry = {"of": entry}
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be a method name or a mapping like {{of: grpo_on_policy, "
+                         f"random_stream_offset: 1}}, got {entry!r}.")
+    unknown = set(entry) - AA_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(AA_KEYS)}.")
+    by_name = {m["name"]: m for m in methods}
+    of = entry.get("of")
+    if of not in by_name or by_name[of].get("aa_of"):
+        raise ValueError(f"{where}.of must name a planned method (not an A/A arm), got {of!r}; planned: "
+                         f"{[m['name'] for m in methods if not m.get('aa_of')]}.")
+    k = entry.get("random_stream_offset", 1)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"{where}.random_stream_offset must be an integer >= 1, got {k!r}.")
+    name = entry.get("name") or f"{of}_aa{k}"
+    if not isinstance(name, str) or "@" in name or "/" in name:
+        raise ValueError(f"{where}.name must be a string without '@' or '/', got {name!r}.")
+    base = by_name[of]
+    return dict(base, name=name, label=f"A/A: {base['label']} again, random stream +{k}", aa_of=of,
+                random_stream_offset=k, args=dict(base.get("args") or {}))

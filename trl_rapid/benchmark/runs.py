@@ -11,7 +11,7 @@ from pathlib import Path
 from .models import prepare_model
 from .plots import plot_accuracy_curves, plot_reward_vs_time, plot_time_breakdown
 from .report import format_table
-from .stats import _ideal_summary, _mean_std, summarize
+from .stats import _ideal_summary, _mean_std, compare_arms, summarize
 from .workers import _worker
 
 
@@ -169,6 +169,7 @@ def run_benchmark(cfg: dict, output_dir: str | Path, command: str, root: Path | 
         },
     }
     result["summary"] = summarize(runs, {int(k): v for k, v in ideal["per_seed"].items()}, cfg)
+    result["comparisons"] = compare_arms(runs, cfg)
     (output_dir / "results.json").write_text(json.dumps(result, indent=2, default=str))
     partial.unlink(missing_ok=True)  # results.json holds every run now
     table = format_table(result)

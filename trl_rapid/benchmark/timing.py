@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -34,6 +35,7 @@ class _TimedMixin:
                       "train_begin": None,
                       "generation_calls": 0, "completions": 0, "completion_tokens": 0, "prompt_tokens": 0}
         self.bench_prompts: list[str] = []
+        self.bench_completions = hashlib.sha1()  # of every sampled completion's token ids, in order
         self._bench_last_step_end = None
 
     def _generate(self, prompts):
@@ -57,6 +59,7 @@ class _TimedMixin:
         self.bench["prompt_tokens"] += int(self.accelerator.gather(out["prompt_mask"].sum()).sum().item())
         prompts = [x["prompt"] if isinstance(x["prompt"], str) else json.dumps(x["prompt"]) for x in inputs]
         self.bench_prompts.extend(prompts[:: self.num_generations])
+        self.bench_completions.update(out["completion_ids"].detach().cpu().numpy().tobytes())
         return out
 
     def _bench_generate_batch(self, inputs):
