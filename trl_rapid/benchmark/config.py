@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,17 @@ DEFAULTS: dict[str, Any] = {
     "eval": {"every_steps": None, "points": 8, "max_new_tokens": None, "batch_size": 64},
     "ideal": {"enabled": True, "generation_batch_sizes": None},
     "isolation": "forkserver",
+    # Runs at a time, each in its own fresh process; null = one per usable CPU core on CPU (training.use_cpu, or no
+    # CUDA), 1 on an accelerator (parallel runs on one GPU would time each other).
+    "workers": None,
+    # Intra-op threads per run; null = 1 on CPU, so that parallel runs do not fight for cores and a run's numbers do
+    # not depend on how many workers ran beside it.
     "torch_threads": None,
+    # What the times are measured in: "process" = CPU seconds of the run's process (time.process_time), "wall" =
+    # wall seconds; null = process on CPU (several runs share the cores: their wall times swing with the load, their
+    # CPU times much less), wall on an accelerator (CPU time does not count GPU work). The environment variable
+    # TRL_RAPID_BENCH_CLOCK, when set, wins.
+    "clock": None,
     # A sweep over learning rates: every method × seed runs at each; null = training.learning_rate alone.
     "learning_rates": None,
     # power: of the minimum detectable difference printed beside every comparison (stats.py).
@@ -84,6 +95,7 @@ def resolve(cfg: dict) -> dict:
                          "evaluations fall on outer-step boundaries of all methods.")
     if cfg["isolation"] not in ("forkserver", "spawn", "inprocess"):
         raise ValueError(f"isolation must be forkserver, spawn or inprocess, got {cfg['isolation']!r}.")
+    resolve_parallelism(cfg)
     if not cfg["seeds"]:
         raise ValueError("seeds must list at least one seed.")
     lrs = plan_learning_rates(cfg["learning_rates"], train)
@@ -107,6 +119,38 @@ def resolve(cfg: dict) -> dict:
                  for lr in lrs for m in methods],
     }
     return cfg
+
+
+def on_cpu(cfg: dict) -> bool:
+    use_cpu = cfg["training"].get("use_cpu")
+    if use_cpu is not None:
+        return bool(use_cpu)
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_parallelism(cfg: dict) -> None:
+    """Fill in workers, torch_threads and clock (their defaults depend on CPU or accelerator); check them."""
+    cpu = on_cpu(cfg)
+    workers = cfg.get("workers")
+    if workers is None:
+        workers = 1 if cfg["isolation"] == "inprocess" or not cpu else usable_cores()
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1 (or null: one per core on CPU), got {workers!r}.")
+    if workers > 1 and cfg["isolation"] == "inprocess":
+        raise ValueError("isolation: inprocess runs one run at a time: set workers: 1 (or isolation: forkserver).")
+    cfg["workers"] = workers
+    if cfg.get("torch_threads") is None and cpu:
+        cfg["torch_threads"] = 1
+    clock = os.environ.get("TRL_RAPID_BENCH_CLOCK") or cfg.get("clock") or ("process" if cpu else "wall")
+    if clock not in ("process", "wall"):
+        raise ValueError(f"clock must be 'process' (CPU seconds) or 'wall', got {clock!r}.")
+    cfg["clock"] = clock
 
 
 def arm_name(method: str, lr: float, num_lrs: int) -> str:

@@ -36,7 +36,9 @@ def format_table(result: dict) -> str:
         "",
         *aa_lines(_comparisons(result), round(100 * (cfg.get("stats") or {}).get("confidence", 0.95))),
         "",
-        "Seconds, mean ± std over seeds. Ratios to (a) are taken per seed (same seed, same prompts), then averaged.",
+        ("CPU seconds of each run's process (clock: process)" if result.get("clock") == "process" else
+         "Wall seconds") + f", {result.get('workers', 1)} run(s) at a time; mean ± std over seeds. Ratios to (a) are "
+        "taken per seed (same seed, same prompts), then averaged.",
         "",
         "| method | H | N_inference | gen calls | total s | generation s | training s | other s | time / (a) | "
         "final reward | reward / (a) | completions/s | tokens/s | peak RSS MiB | "

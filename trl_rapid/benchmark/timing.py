@@ -17,9 +17,16 @@ def _sync():
         torch.cuda.synchronize()
 
 
-# TRL_RAPID_BENCH_CLOCK=process times every part in CPU seconds of the run's process (time.process_time) instead
-# of wall seconds: on a machine shared with other jobs, wall time swings with their load, CPU time much less.
-_CLOCK = time.process_time if os.environ.get("TRL_RAPID_BENCH_CLOCK") == "process" else time.perf_counter
+# The benchmark's `clock` (config.py): "process" times every part in CPU seconds of the run's process
+# (time.process_time), "wall" in wall seconds. On a machine shared with other jobs (or with the benchmark's own
+# parallel runs), wall time swings with their load, CPU time much less. Set per worker process by `set_clock`.
+CLOCKS = {"process": time.process_time, "wall": time.perf_counter}
+_CLOCK = CLOCKS.get(os.environ.get("TRL_RAPID_BENCH_CLOCK") or "wall", time.perf_counter)
+
+
+def set_clock(name: str) -> None:
+    global _CLOCK
+    _CLOCK = CLOCKS[name]
 
 
 def _now() -> float:

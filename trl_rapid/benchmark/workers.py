@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .models import _load_tokenizer
 from .tasks import load_task
-from .timing import _bench_callback, _cuda_memory, _now, _rss_mib, _timed_class
+from .timing import _bench_callback, _cuda_memory, _now, _rss_mib, _timed_class, set_clock
 
 
 def _base_args(cfg: dict, seed: int, output_dir: str) -> dict:
@@ -72,6 +72,7 @@ def _worker_setup(cfg: dict):
     datasets.disable_progress_bars()
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg["torch_threads"]))
+    set_clock(cfg.get("clock") or "wall")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
@@ -188,6 +189,7 @@ def run_method(cfg: dict, model_info: dict, method: dict, seed: int, workdir: st
         "train_reward": [{"step": h["step"], "reward": h["reward"]} for h in history if "reward" in h],
         "diagnostics": _diagnostics(history),
         "torch_threads": torch.get_num_threads(),
+        "clock": cfg.get("clock") or "wall",
         "prompt_order_sha1": hashlib.sha1("\n".join(trainer.bench_prompts).encode()).hexdigest(),
         "first_prompts": trainer.bench_prompts[:4],
         "completions_sha1": trainer.bench_completions.hexdigest(),
