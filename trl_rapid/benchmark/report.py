@@ -138,7 +138,7 @@ def format_accuracy(result: dict) -> list[str]:
         "",
         "## Held-out score, time-to-target and RAPID − (b)",
         "",
-        f"Mean over seeds with a {level} % Student-t interval [low, high] (n = seeds). Time-to-target: wall time "
+        f"Mean over seeds with a {level} % Student-t interval [low, high] (n = seeds). Time-to-target: time "
         "(evaluation excluded) of the first held-out evaluation at or above the target, (a)'s mean final score at the "
         "same learning rate; 'reached' counts the seeds that got there, the interval is over those seeds. "
         "RAPID − (b): "

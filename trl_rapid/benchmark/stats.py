@@ -10,9 +10,9 @@ Intervals (all two-sided, level `stats.confidence`, 95 % by default):
   - the same comparison paired by seed (a secondary view: same seed, same prompt order): the t-interval and the
     percentile bootstrap (`scipy.stats.bootstrap`, `stats.bootstrap_resamples` resamples, seeded by
     `stats.bootstrap_seed`) of the per-seed differences;
-  - time-to-target: per seed, the wall time (evaluation excluded) of the first held-out evaluation whose score is at
-    least the target, (a)'s mean final score at the same learning rate; a seed that never gets there is counted as
-    "not reached" (never dropped), and the interval is over the seeds that got there.
+  - time-to-target: per seed, the time (evaluation excluded; in the `clock`'s seconds) of the first held-out
+    evaluation whose score is at least the target, (a)'s mean final score at the same learning rate; a seed that
+    never gets there is counted as "not reached" (never dropped), and the interval is over the seeds that got there.
 
 An A/A arm (`methods.aa_arms`, config.py) runs a method again with a shifted random stream: its comparison to the
 method must cover 0 (at 95 %, it fails by chance one time in twenty); `aa_check` says whether it does.
