@@ -186,3 +186,81 @@ def test_runs_in_fresh_processes(tmp_path, tiny_model_dir):
     assert [r["counts"]["completions"] for r in result["runs"]] == [16, 16]
     assert [r["torch_threads"] for r in result["runs"]] == [1, 1]  # cpu_demo.yaml's torch_threads
     assert result["ideal"]["per_seed"] == {} and "over ideal" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_aa_arm_changes_the_completions_but_not_the_prompts(bench, tmp_path, tiny_model_dir):
+    """An A/A arm of (a), random_stream_offset 1: other sampled completions, the same prompts in the same order; and
+    (a) itself is deterministic per seed (the same completions as in the `bench` run), so the difference is the
+    offset's."""
+    overrides = {**TINY_BUDGET, "methods": {"grpo_off_policy_h": [], "rapid_h": [], "aa_arms": ["grpo_on_policy"]},
+                 "ideal": {"enabled": False}, "model": {"path": tiny_model_dir}, "isolation": "inprocess"}
+    cfg = B.load_config(CPU_CONFIG, overrides)
+    result = B.run_benchmark(cfg, tmp_path / "out", command="test", root=tmp_path, log=lambda *a: None)
+    a, aa = result["runs"]
+    assert (a["method"], aa["method"], aa["random_stream_offset"]) == ("grpo_on_policy", "grpo_on_policy_aa1", 1)
+    assert aa["prompt_order_sha1"] == a["prompt_order_sha1"] and aa["first_prompts"] == a["first_prompts"]
+    assert aa["completions_sha1"] != a["completions_sha1"]
+    same_a = next(r for r in bench[0]["runs"] if r["method"] == "grpo_on_policy")
+    assert a["completions_sha1"] == same_a["completions_sha1"]
+    assert a["eval"]["final_reward"] == same_a["eval"]["final_reward"]
+    assert aa["config"] == a["config"]
+    assert result["checks"]["same_prompt_order"] is True
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "A/A check, grpo_on_policy_aa1 − grpo_on_policy" in table  # one seed: "no interval", said so
+
+
+def test_parallel_workers_give_the_same_runs_and_resume_reuses_finished_ones(tmp_path, tiny_model_dir):
+    """2 seeds × 2 methods, one at a time and two at a time: every run's outcome is the same per seed (fresh process,
+    one torch thread each), the partial file gets every run as it finishes, and a resumed sweep runs nothing again."""
+    overrides = {**TINY_BUDGET, "seeds": [0, 1], "budget": {"total_completions": 32}, "eval": {"every_steps": 2},
+                 "methods": {"grpo_off_policy_h": [], "rapid_h": [2]}, "ideal": {"enabled": False},
+                 "model": {"path": tiny_model_dir}, "isolation": "forkserver"}
+    results, lines = {}, {}
+    for workers in (1, 2):
+        cfg = B.load_config(CPU_CONFIG, dict(overrides, workers=workers))
+        assert (cfg["workers"], cfg["torch_threads"], cfg["clock"]) == (workers, 1, "process")  # CPU defaults
+        log = []
+        results[workers] = B.run_benchmark(cfg, tmp_path / f"w{workers}", command="test", root=tmp_path,
+                                           log=log.append)
+        lines[workers] = log
+        assert not (tmp_path / f"w{workers}" / "runs.partial.jsonl").exists()  # results.json holds them now
+    assert results[2]["workers"] == 2 and results[2]["clock"] == "process" and results[2]["runs_per_hour"] > 0
+
+    def outcome(result):
+        return {(r["arm"], r["seed"]): (r["eval"]["final_reward"], r["completions_sha1"], r["prompt_order_sha1"])
+                for r in result["runs"]}
+
+    assert outcome(results[1]) == outcome(results[2]) and len(outcome(results[1])) == 4
+    assert sum(line.startswith("[bench] seed") for line in lines[2]) == 4  # one line per run, as it finished
+    assert any("2 at a time" in line for line in lines[2])
+
+    # Resume: a sweep interrupted after 3 runs left them in runs.partial.jsonl; the resumed sweep runs only the 4th.
+    cfg = B.load_config(CPU_CONFIG, dict(overrides, workers=2))
+    out = tmp_path / "resumed"
+    out.mkdir()
+    key = B.runs.sweep_key(cfg)
+    finished = [dict(r, sweep_key=key) for r in results[2]["runs"][:3]]
+    stranger = dict(results[2]["runs"][3], sweep_key="another configuration")
+    (out / "runs.partial.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*finished, stranger]) + '{"cut')
+    log = []
+    resumed = B.run_benchmark(cfg, out, command="test", root=tmp_path, log=log.append, resume=True)
+    assert any("3 finished runs reused" in line and "1 from another configuration ignored" in line for line in log)
+    assert sum(line.startswith("[bench] seed") for line in log) == 1
+    assert outcome(resumed) == outcome(results[1])
+
+
+def test_workers_and_clock_settings():
+    cfg = B.load_config(CPU_CONFIG)
+    assert cfg["workers"] == B.config.usable_cores() and cfg["torch_threads"] == 1 and cfg["clock"] == "process"
+    assert B.load_config(CPU_CONFIG, {"isolation": "inprocess"})["workers"] == 1
+    assert B.load_config(CPU_CONFIG, {"clock": "wall"})["clock"] == "wall"
+    with pytest.raises(ValueError, match="workers: 1"):
+        B.load_config(CPU_CONFIG, {"isolation": "inprocess", "workers": 2})
+    with pytest.raises(ValueError, match="workers must be"):
+        B.load_config(CPU_CONFIG, {"workers": 0})
+    with pytest.raises(ValueError, match="clock"):
+        B.load_config(CPU_CONFIG, {"clock": "cpu"})
+    gpu = B.load_config(GPU_CONFIG)  # no use_cpu: CUDA decides; none here, so the CPU defaults
+    assert gpu["clock"] in ("process", "wall")
+    assert B.overrides_from_args(B.parse_args(["--config", "x", "--workers", "3", "--clock", "wall"])) == {
+        "workers": 3, "clock": "wall"}

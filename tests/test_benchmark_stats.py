@@ -5,6 +5,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from scipy import stats as scipy_stats
 
 from trl_rapid import benchmark as B
 from trl_rapid.benchmark import stats as S
@@ -16,12 +17,56 @@ BENCH = ROOT / "configs" / "bench"
 # ---------------------------------------------------------------------------------------------------------------------
 # Pure statistics
 # ---------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("df, expected", [(1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (29, 2.045)])
-def test_t_quantile_matches_the_table(df, expected):
-    # Two-sided 95 % critical values of Student's t (any statistics textbook's table; scipy.stats.t.ppf(0.975, df)).
-    assert S.t_quantile(0.975, df) == pytest.approx(expected, abs=5e-4)
-    assert S.t_quantile(0.025, df) == pytest.approx(-expected, abs=5e-4)
-    assert S.t_cdf(0.0, df) == pytest.approx(0.5)
+def test_no_hand_written_statistical_tables_are_left():
+    """Quantiles come from scipy.stats; the old bisection on a hand-written incomplete beta is gone."""
+    assert not hasattr(S, "t_quantile") and not hasattr(S, "_incomplete_beta")
+
+
+def test_welch_interval_against_scipy_and_by_hand():
+    a, b = [0.61, 0.65, 0.58, 0.70, 0.66], [0.55, 0.60, 0.52]
+    w = S.welch_interval(a, b)
+    ref = scipy_stats.ttest_ind(a, b, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert w["mean"] == pytest.approx(statistics.fmean(a) - statistics.fmean(b))
+    assert (w["low"], w["high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert w["df"] == pytest.approx(ref.df) and (w["n_a"], w["n_b"]) == (5, 3)
+    # By hand: SE² = s_a²/n_a + s_b²/n_b; ν = SE⁴ / ((s_a²/n_a)²/(n_a−1) + (s_b²/n_b)²/(n_b−1)).
+    va, vb = statistics.variance(a) / 5, statistics.variance(b) / 3
+    se = (va + vb) ** 0.5
+    nu = (va + vb) ** 2 / (va**2 / 4 + vb**2 / 2)
+    assert w["se"] == pytest.approx(se) and w["df"] == pytest.approx(nu)
+    assert w["high"] - w["mean"] == pytest.approx(scipy_stats.t.ppf(0.975, nu) * se)
+    # Equal variances and sizes: ν = 2n − 2, the pooled test's; the interval of [1..5] − [0..4] is 1 ± t_{.975,8}·1.
+    eq = S.welch_interval([1, 2, 3, 4, 5], [0, 1, 2, 3, 4])
+    assert eq["df"] == pytest.approx(8) and eq["low"] == pytest.approx(1 - 2.306004, abs=1e-5)
+    assert S.welch_interval([0.5], [0.4, 0.6])["low"] is None  # one seed in an arm: no interval
+    flat = S.welch_interval([0.5, 0.5], [0.25, 0.25])
+    assert flat["low"] == flat["high"] == 0.25 and flat["mdd"] == 0.0
+
+
+def test_minimum_detectable_difference_formula_and_monotone_in_n():
+    w = S.welch_interval([0.61, 0.65, 0.58, 0.70, 0.66], [0.55, 0.60, 0.52, 0.57])
+    t = scipy_stats.t
+    assert w["mdd"] == pytest.approx((t.ppf(0.975, w["df"]) + t.ppf(0.8, w["df"])) * w["se"])
+    assert w["mdd"] > w["high"] - w["mean"]  # detecting with 80 % power needs more than the interval's half-width
+    # The same per-arm spread (s = 0.05) with more seeds per arm: the MDD falls, roughly as 1/√n.
+    mdds = []
+    for n in (2, 3, 5, 10, 20, 50):
+        se = 0.05 * (2 / n) ** 0.5
+        mdds.append(S.minimum_detectable_difference(se, 2 * n - 2))
+    assert all(x > y for x, y in zip(mdds, mdds[1:]))
+    assert mdds[-1] == pytest.approx((1.96 + 0.8416) * 0.05 * (2 / 50) ** 0.5, rel=0.03)  # near the normal formula
+    assert S.minimum_detectable_difference(0.01, 8, power=0.9) > S.minimum_detectable_difference(0.01, 8)
+
+
+def test_compare_samples_unpaired_first_paired_second():
+    a = {0: 0.6, 1: 0.7, 2: 0.5, 3: 0.65}
+    b = {0: 0.5, 1: 0.5, 2: 0.5}
+    c = S.compare_samples(a, b, resamples=2000)
+    assert (c["welch"]["n_a"], c["welch"]["n_b"]) == (4, 3)  # every seed each arm ran
+    assert c["paired"]["seeds"] == [0, 1, 2] and c["paired"]["per_seed"] == pytest.approx([0.1, 0.2, 0.0])
+    assert S.covers_zero(c["welch"]) is True and S.covers_zero({"low": 0.1, "high": 0.2}) is False
+    assert S.covers_zero({"low": None}) is None
 
 
 def test_t_interval_on_known_data():
@@ -123,6 +168,8 @@ def test_summary_per_learning_rate_with_targets_and_paired_differences():
     # RAPID − (b) at H = 8, same learning rate, paired by seed: 0.2, 0.1, 0.2.
     vs = c["vs_b"]
     assert vs["against"] == "grpo_off_policy_H8@lr=0.0001" and vs["seeds"] == [0, 1, 2]
+    assert vs["welch"]["mean"] == pytest.approx(0.7 - statistics.fmean([0.6, 0.6, 0.4]))
+    assert vs["welch"]["n_a"] == vs["welch"]["n_b"] == 3 and vs["welch"]["mdd"] > 0
     assert vs["per_seed"] == pytest.approx([0.2, 0.1, 0.2])
     assert vs["bootstrap"]["low"] >= 0.1 - 1e-12 and vs["bootstrap"]["high"] <= 0.2 + 1e-12
     assert vs["t"]["mean"] == pytest.approx(statistics.fmean([0.2, 0.1, 0.2]))
@@ -251,3 +298,64 @@ def test_a_sweep_with_a_variant_runs_end_to_end(tmp_path, tiny_model_dir):
     assert set(result["summary"]) == {r["arm"] for r in result["runs"]}
     assert (tmp_path / "out" / "accuracy_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "### Learning rate 0.004" in (tmp_path / "out" / "table.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The A/A arm: planned from config, compared with the method it repeats, its check printed in the report
+# ---------------------------------------------------------------------------------------------------------------------
+def test_aa_arms_repeat_any_method_with_a_shifted_random_stream():
+    cfg = B.load_config(BENCH / "cpu_headroom.yaml", {"methods": {"aa_arms": [
+        "grpo_on_policy", {"of": "grpo_off_policy_H8", "random_stream_offset": 3},
+        {"of": "rapid_h8_self_normalized", "name": "sn_aa"}]}})
+    methods = {m["name"]: m for m in cfg["plan"]["methods"]}
+    aa = methods["grpo_on_policy_aa1"]
+    assert (aa["aa_of"], aa["random_stream_offset"], aa["trainer"], aa["h"]) == ("grpo_on_policy", 1, "grpo", 1)
+    b = methods["grpo_off_policy_H8_aa3"]
+    assert (b["trainer"], b["h"], b["random_stream_offset"]) == ("grpo", 8, 3)
+    sn = methods["sn_aa"]
+    assert sn["args"] == {"baseline": "self_normalized"} and sn["trainer"] == "rapid"
+    # The same trainer config as the method it repeats: only the random stream differs.
+    for name, of in (("sn_aa", "rapid_h8_self_normalized"), ("grpo_off_policy_H8_aa3", "grpo_off_policy_H8")):
+        assert B._make_config(cfg, methods[name], 0, "x").to_dict() == B._make_config(cfg, methods[of], 0, "x").to_dict()
+    for bad, match in [({"of": "nope"}, "must name a planned method"), ({"of": "grpo_on_policy",
+                        "random_stream_offset": 0}, "integer >= 1"), ({"of": "grpo_on_policy", "k": 1}, "unknown")]:
+        with pytest.raises(ValueError, match=match):
+            B.load_config(BENCH / "cpu_headroom.yaml", {"methods": {"aa_arms": [bad]}})
+
+
+def _aa_result(aa_rewards):
+    cfg = B.load_config(BENCH / "cpu_headroom.yaml", {
+        "seeds": [0, 1, 2], "learning_rates": [1e-4], "budget": {"total_completions": 4096},
+        "methods": {"grpo_off_policy_h": [8], "rapid_h": [8], "rapid_variants": [], "aa_arms": ["grpo_on_policy"]}})
+    finals = {"grpo_on_policy": [0.60, 0.55, 0.65], "grpo_off_policy_H8": [0.62, 0.6, 0.58],
+              "rapid_H8": [0.7, 0.66, 0.72], "grpo_on_policy_aa1": aa_rewards}
+    runs = [_run(cfg, arm, seed, [0.2, 0.4, finals[arm["method"]][seed]])
+            for arm in cfg["plan"]["arms"] for seed in range(3)]
+    summary = S.summarize(runs, {}, cfg)
+    result = {"config": cfg, "summary": summary, "ideal": {"per_seed": {}}, "runs": runs,
+              "comparisons": S.compare_arms(runs, cfg),
+              "model": {"kind": "warm_start", "weights": "SFT", "note": None},
+              "machine": {"cpus_usable": 2, "cpu_model": "x", "cuda": None, "torch": "t", "transformers": "t",
+                          "trl": "t"}, "load_average": {"before": [0], "after": [0]}, "command": "test",
+              "checks": {"same_completions": True, "same_optimizer_steps": True, "same_prompt_order": True}}
+    return result, B.format_table(result)
+
+
+def test_report_states_the_aa_check_and_every_comparison():
+    result, table = _aa_result([0.58, 0.62, 0.61])
+    kinds = {(c["kind"], c["a"].split("@")[0], c["b"].split("@")[0]) for c in result["comparisons"]}
+    assert kinds == {("aa", "grpo_on_policy_aa1", "grpo_on_policy"), ("vs_a", "grpo_off_policy_H8", "grpo_on_policy"),
+                     ("vs_a", "rapid_H8", "grpo_on_policy"), ("vs_b", "rapid_H8", "grpo_off_policy_H8")}
+    aa = next(c for c in result["comparisons"] if c["kind"] == "aa")
+    assert aa["welch"]["mean"] == pytest.approx(statistics.fmean([0.58, 0.62, 0.61]) - 0.6)
+    assert "A/A check, grpo_on_policy_aa1 − grpo_on_policy at lr 0.0001: +0.003 [" in table
+    assert "covers 0" in table and "WARNING" not in table
+    assert "| rapid_H8 − grpo_off_policy_H8 | (b), same H | 0.0001 | +0.093 [" in table and "| 3 / 3 |" in table
+    assert "MDD" in table
+    # The A/A arm is not taken for (b): RAPID H = 8 is still compared with TRL's (b) at H = 8.
+    assert result["summary"]["rapid_H8"]["vs_b"]["against"] == "grpo_off_policy_H8"  # one learning rate: arm = method
+    _, broken = _aa_result([0.8, 0.82, 0.85])  # the same method "differs from itself": the intervals lie
+    assert "does NOT cover 0" in broken and "verdicts below are not to be believed" in broken
+    assert broken.index("WARNING") < broken.index("## Held-out score")
+    result["comparisons"] = [c for c in result["comparisons"] if c["kind"] != "aa"]
+    assert "No A/A arm" in B.format_table(result)

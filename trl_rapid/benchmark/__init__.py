@@ -43,6 +43,11 @@ overhead is its total time over `ideal_generation + ideal_training` of the same 
 Each run (and each ideal measurement) runs in its own process (`isolation`): `forkserver` forks a fresh child from a
 server that imported torch/transformers/TRL once (fast, the CPU default); `spawn` starts a new interpreter per run
 (use it with CUDA/vLLM); `inprocess` runs everything in this process (debugging only: peak RSS is then cumulative).
+`workers` runs go at a time (default: one per usable core on CPU, 1 on an accelerator), each with `torch_threads`
+intra-op threads (default 1 on CPU), so a run's numbers do not depend on how many ran beside it; each finished run is
+appended to `runs.partial.jsonl` at once, and `--resume` reuses them after an interruption. Times are in the `clock`'s
+seconds: CPU seconds of the run's process on CPU by default (parallel runs and other jobs share the cores, which
+swings wall time, CPU time much less), wall seconds on an accelerator.
 
 The parts, each readable on its own:
   config.py   the YAML config over the defaults, checked; the run plan (methods, steps, evaluation schedule)

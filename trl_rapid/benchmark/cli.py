@@ -34,6 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--learning_rates", type=_float_list, help="override learning_rates, e.g. '1e-4 4e-4'")
     p.add_argument("--eval_every_steps", type=int, help="override eval.every_steps")
     p.add_argument("--isolation", choices=["forkserver", "spawn", "inprocess"], help="override isolation")
+    p.add_argument("--workers", type=int, help="runs at a time, each in its own process (default: one per core on "
+                   "CPU, 1 on an accelerator)")
+    p.add_argument("--clock", choices=["process", "wall"], help="time in CPU seconds of each run's process or in wall "
+                   "seconds (default: process on CPU, wall on an accelerator)")
+    p.add_argument("--resume", action="store_true", help="reuse the finished runs in OUTPUT_DIR/runs.partial.jsonl "
+                   "(an interrupted sweep of the same configuration) and run the rest")
     p.add_argument("--no_ideal", action="store_true", help="skip the ideal measurements")
     p.add_argument("--dry_run", action="store_true", help="parse and resolve the config, print the plan, exit")
     return p.parse_args(argv)
@@ -58,6 +64,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         o["eval"] = {"every_steps": args.eval_every_steps}
     if args.isolation is not None:
         o["isolation"] = args.isolation
+    if args.workers is not None:
+        o["workers"] = args.workers
+    if args.clock is not None:
+        o["clock"] = args.clock
     if args.no_ideal:
         o["ideal"] = {"enabled": False}
     return o
@@ -84,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         # Every arm's trainer config must build; bf16 needs an accelerator, so a CPU-only dry run checks it off.
         check_method_configs(cfg, **({} if torch.cuda.is_available() else {"bf16": False}))
         print(json.dumps({k: cfg[k] for k in ("name", "model", "task", "budget", "seeds", "learning_rates", "plan",
-                                              "isolation")}, indent=2))
+                                              "isolation", "workers", "torch_threads", "clock")}, indent=2))
         plan = cfg["plan"]
         print(f"[dry run] {len(plan['arms'])} arms × {len(cfg['seeds'])} seeds = "
               f"{len(plan['arms']) * len(cfg['seeds'])} runs of {plan['optimizer_steps']} optimizer steps; every "
@@ -94,5 +104,5 @@ def main(argv: list[str] | None = None) -> dict | None:
         command = shlex.join(["python", *sys.argv])
     else:
         command = shlex.join(["python", "-m", "trl_rapid.benchmark", *argv])
-    return run_benchmark(cfg, args.output_dir, command)
+    return run_benchmark(cfg, args.output_dir, command, resume=args.resume)
 

@@ -1,13 +1,15 @@
-"""Paired comparisons of any two arms of a finished benchmark, from its results.json.
+"""Comparisons of any two arms of a finished benchmark, from its results.json.
 
     python -m trl_rapid.benchmark.compare docs/benchmark/headroom/results.json \
         --pairs rapid_h8_self_normalized:rapid_H8 rapid_auto:rapid_H16 --output docs/benchmark/headroom/pairs.md
 
-For each pair `A:B` (method names; every learning rate the results hold) and each seed both ran: the difference of
-final held-out scores A − B and of time-to-target A − B, each with its 95 % percentile bootstrap (the benchmark's
-resamples and seed) and t-interval. Time-to-target is the benchmark's own (first evaluation at or above (a)'s mean
-final score at that learning rate); a seed where either arm never got there is left out of that difference and counted.
-Runs are deterministic per seed, so A and B see the same prompts in the same order.
+For each pair `A:B` (method names; every learning rate the results hold), as in the benchmark's own report
+(stats.py): the difference of mean final held-out scores A − B over the seeds each ran, with Welch's unpaired interval
+(the primary view), n per arm and the minimum detectable difference (MDD) at those seeds; the per-seed paired
+difference over the seeds both ran, with its t-interval and percentile bootstrap (secondary: same seed, same prompt
+order). Time-to-target (the benchmark's own: first evaluation at or above (a)'s mean final score at that learning
+rate) is compared the same way over the seeds that reached the target in each arm; the others are counted.
+When the results hold an A/A arm (`methods.aa_arms`), its check is printed first, with a warning if it fails.
 """
 
 from __future__ import annotations
@@ -16,22 +18,22 @@ import argparse
 import json
 from pathlib import Path
 
-from .stats import bootstrap_ci, t_interval
+from .report import aa_lines
+from .stats import compare_samples, stats_settings
 
 
 def _fmt(ci: dict, digits: int) -> str:
     if ci.get("mean") is None:
         return "–"
     if ci.get("low") is None:
-        return f"{ci['mean']:+.{digits}f} (n = {ci['n']})"
+        return f"{ci['mean']:+.{digits}f} (no interval)"
     return f"{ci['mean']:+.{digits}f} [{ci['low']:+.{digits}f}, {ci['high']:+.{digits}f}]"
 
 
 def compare(result: dict, a: str, b: str) -> list[dict]:
     """One row per learning rate at which both methods ran."""
-    stats_cfg = {"confidence": 0.95, "bootstrap_resamples": 10000, "bootstrap_seed": 0,
-                 **(result["config"].get("stats") or {})}
-    level = stats_cfg["confidence"]
+    st = stats_settings(result["config"])
+    args = (st["confidence"], st["power"], st["bootstrap_resamples"], st["bootstrap_seed"])
     rows = []
     for arm_a, entry_a in result["summary"].items():
         if entry_a["method"] != a:
@@ -42,35 +44,44 @@ def compare(result: dict, a: str, b: str) -> list[dict]:
             continue
         final = {arm: {r["seed"]: r["eval"]["final_reward"] for r in result["runs"] if r["arm"] == arm}
                  for arm in (arm_a, arm_b)}
-        ttt = {arm: result["summary"][arm].get("time_to_target", {}).get("per_seed", {}) for arm in (arm_a, arm_b)}
-        seeds = sorted(set(final[arm_a]) & set(final[arm_b]))
-        score_diffs = [final[arm_a][s] - final[arm_b][s] for s in seeds]
-        both = [s for s in seeds if ttt[arm_a].get(str(s)) is not None and ttt[arm_b].get(str(s)) is not None]
-        time_diffs = [ttt[arm_a][str(s)] - ttt[arm_b][str(s)] for s in both]
+        ttt = {arm: {int(s): v for s, v in (result["summary"][arm].get("time_to_target") or {})
+                     .get("per_seed", {}).items()} for arm in (arm_a, arm_b)}
+        score = compare_samples(final[arm_a], final[arm_b], *args)
+        time = compare_samples(*(ttt[arm] for arm in (arm_a, arm_b)), *args)
         rows.append({
-            "a": arm_a, "b": arm_b, "learning_rate": entry_a["learning_rate"], "seeds": seeds,
-            "score": {"per_seed": score_diffs, "t": t_interval(score_diffs, level),
-                      "bootstrap": bootstrap_ci(score_diffs, level, stats_cfg["bootstrap_resamples"],
-                                                stats_cfg["bootstrap_seed"])},
-            "time_to_target": {"seeds_both_reached": both, "per_seed": time_diffs, "t": t_interval(time_diffs, level),
-                               "bootstrap": bootstrap_ci(time_diffs, level, stats_cfg["bootstrap_resamples"],
-                                                         stats_cfg["bootstrap_seed"]) if time_diffs else {}},
+            "a": arm_a, "b": arm_b, "learning_rate": entry_a["learning_rate"], "seeds": score["paired"]["seeds"],
+            "score": score,
+            "time_to_target": dict(time, reached={arm: sum(v is not None for v in ttt[arm].values())
+                                                  for arm in (arm_a, arm_b)},
+                                   runs={arm: len(ttt[arm]) for arm in (arm_a, arm_b)}),
         })
+    return rows
+
+
+def aa_rows(result: dict) -> list[dict]:
+    """The A/A comparisons of the results: each A/A arm against the method it repeats, at each learning rate."""
+    rows = []
+    for name in dict.fromkeys(e["method"] for e in result["summary"].values() if e.get("aa_of")):
+        of = next(e["aa_of"] for e in result["summary"].values() if e["method"] == name)
+        rows += [dict(r, kind="aa", welch=r["score"]["welch"], paired=r["score"]["paired"])
+                 for r in compare(result, name, of)]
     return rows
 
 
 def format_rows(rows: list[dict]) -> str:
     lines = [
-        "| A − B | lr | seeds | final score, bootstrap | final score, t | time-to-target s, bootstrap | both reached |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| A − B | lr | n A / n B | final score, Welch | MDD | final score, paired t | time-to-target s, Welch | "
+        "reached A, B |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        ttt = row["time_to_target"]
+        w, ttt = row["score"]["welch"], row["time_to_target"]
+        reached = ", ".join(f"{ttt['reached'][arm]}/{ttt['runs'][arm]}" for arm in (row["a"], row["b"]))
+        mdd = "–" if w["mdd"] is None else f"{w['mdd']:.3f}"
         lines.append(
-            f"| {row['a'].split('@')[0]} − {row['b'].split('@')[0]} | {row['learning_rate']:g} | {len(row['seeds'])} "
-            f"| {_fmt(row['score']['bootstrap'], 3)} | {_fmt(row['score']['t'], 3)} "
-            f"| {_fmt(ttt['bootstrap'], 1) if ttt['per_seed'] else '–'} | {len(ttt['seeds_both_reached'])}/"
-            f"{len(row['seeds'])} |")
+            f"| {row['a'].split('@')[0]} − {row['b'].split('@')[0]} | {row['learning_rate']:g} | {w['n_a']} / "
+            f"{w['n_b']} | {_fmt(w, 3)} | {mdd} | {_fmt(row['score']['paired']['t'], 3)} "
+            f"| {_fmt(ttt['welch'], 1)} | {reached} |")
     return "\n".join(lines) + "\n"
 
 
@@ -90,7 +101,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if not found:
             parser.error(f"no learning rate at which both {a!r} and {b!r} ran in {args.results}")
         rows += found
-    text = format_rows(rows)
+    aa = aa_rows(result)
+    level = round(100 * stats_settings(result["config"])["confidence"])
+    text = ("\n".join(aa_lines(aa, level)) + "\n\n" if aa else "") + format_rows(rows)
     print(text, end="")
     if args.output:
         Path(args.output).write_text(text)

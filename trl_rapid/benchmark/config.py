@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,21 @@ DEFAULTS: dict[str, Any] = {
     "eval": {"every_steps": None, "points": 8, "max_new_tokens": None, "batch_size": 64},
     "ideal": {"enabled": True, "generation_batch_sizes": None},
     "isolation": "forkserver",
+    # Runs at a time, each in its own fresh process; null = one per usable CPU core on CPU (training.use_cpu, or no
+    # CUDA), 1 on an accelerator (parallel runs on one GPU would time each other).
+    "workers": None,
+    # Intra-op threads per run; null = 1 on CPU, so that parallel runs do not fight for cores and a run's numbers do
+    # not depend on how many workers ran beside it.
     "torch_threads": None,
+    # What the times are measured in: "process" = CPU seconds of the run's process (time.process_time), "wall" =
+    # wall seconds; null = process on CPU (several runs share the cores: their wall times swing with the load, their
+    # CPU times much less), wall on an accelerator (CPU time does not count GPU work). The environment variable
+    # TRL_RAPID_BENCH_CLOCK, when set, wins.
+    "clock": None,
     # A sweep over learning rates: every method × seed runs at each; null = training.learning_rate alone.
     "learning_rates": None,
-    "stats": {"confidence": 0.95, "bootstrap_resamples": 10000, "bootstrap_seed": 0},
+    # power: of the minimum detectable difference printed beside every comparison (stats.py).
+    "stats": {"confidence": 0.95, "power": 0.8, "bootstrap_resamples": 10000, "bootstrap_seed": 0},
     "training": {},
     "grpo": {},
     "rapid": {},
@@ -83,6 +95,7 @@ def resolve(cfg: dict) -> dict:
                          "evaluations fall on outer-step boundaries of all methods.")
     if cfg["isolation"] not in ("forkserver", "spawn", "inprocess"):
         raise ValueError(f"isolation must be forkserver, spawn or inprocess, got {cfg['isolation']!r}.")
+    resolve_parallelism(cfg)
     if not cfg["seeds"]:
         raise ValueError("seeds must list at least one seed.")
     lrs = plan_learning_rates(cfg["learning_rates"], train)
@@ -106,6 +119,38 @@ def resolve(cfg: dict) -> dict:
                  for lr in lrs for m in methods],
     }
     return cfg
+
+
+def on_cpu(cfg: dict) -> bool:
+    use_cpu = cfg["training"].get("use_cpu")
+    if use_cpu is not None:
+        return bool(use_cpu)
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_parallelism(cfg: dict) -> None:
+    """Fill in workers, torch_threads and clock (their defaults depend on CPU or accelerator); check them."""
+    cpu = on_cpu(cfg)
+    workers = cfg.get("workers")
+    if workers is None:
+        workers = 1 if cfg["isolation"] == "inprocess" or not cpu else usable_cores()
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1 (or null: one per core on CPU), got {workers!r}.")
+    if workers > 1 and cfg["isolation"] == "inprocess":
+        raise ValueError("isolation: inprocess runs one run at a time: set workers: 1 (or isolation: forkserver).")
+    cfg["workers"] = workers
+    if cfg.get("torch_threads") is None and cpu:
+        cfg["torch_threads"] = 1
+    clock = os.environ.get("TRL_RAPID_BENCH_CLOCK") or cfg.get("clock") or ("process" if cpu else "wall")
+    if clock not in ("process", "wall"):
+        raise ValueError(f"clock must be 'process' (CPU seconds) or 'wall', got {clock!r}.")
+    cfg["clock"] = clock
 
 
 def arm_name(method: str, lr: float, num_lrs: int) -> str:
@@ -144,6 +189,7 @@ def plan_methods(methods_cfg: dict) -> list[dict]:
     for h in methods_cfg.get("rapid_h") or []:
         methods.append({"name": f"rapid_H{h}", "trainer": "rapid", "h": int(h), "label": f"(c) RAPID H={h}"})
     methods += [plan_variant(v, i) for i, v in enumerate(methods_cfg.get("rapid_variants") or [])]
+    methods += [plan_aa_arm(v, i, methods) for i, v in enumerate(methods_cfg.get("aa_arms") or [])]
     names = [m["name"] for m in methods]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -185,3 +231,37 @@ def plan_variant(variant: dict, index: int) -> dict:
         raise ValueError(f"{where}.trainer must be 'rapid' or 'grpo', got {trainer!r}.")
     label = variant.get("label") or f"({'c' if trainer == 'rapid' else 'b'}) {name}"
     return {"name": name, "trainer": trainer, "h": h, "label": label, "args": dict(args)}
+
+
+AA_KEYS = {"of", "random_stream_offset", "name"}
+
+
+def plan_aa_arm(entry, index: int, methods: list[dict]) -> dict:
+    """A `methods.aa_arms` entry, {of: METHOD, random_stream_offset: k (default 1), name?}, or just the method's name:
+    the same method again (same trainer, H and arguments, same seeds, same prompt order), whose random stream is
+    shifted by k draws at the start of training (workers.py), so its sampled completions differ. Comparing it with
+    METHOD is an A/A test: a difference that the intervals call real means the intervals are too narrow. Any planned
+    method can be repeated: (a), a (b) arm, a RAPID arm or a variant."""
+    where = f"methods.aa_arms[{index}]"
+    if isinstance(entry, str):
+        entry = {"of": entry}
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be a method name or a mapping like {{of: grpo_on_policy, "
+                         f"random_stream_offset: 1}}, got {entry!r}.")
+    unknown = set(entry) - AA_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(AA_KEYS)}.")
+    by_name = {m["name"]: m for m in methods}
+    of = entry.get("of")
+    if of not in by_name or by_name[of].get("aa_of"):
+        raise ValueError(f"{where}.of must name a planned method (not an A/A arm), got {of!r}; planned: "
+                         f"{[m['name'] for m in methods if not m.get('aa_of')]}.")
+    k = entry.get("random_stream_offset", 1)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"{where}.random_stream_offset must be an integer >= 1, got {k!r}.")
+    name = entry.get("name") or f"{of}_aa{k}"
+    if not isinstance(name, str) or "@" in name or "/" in name:
+        raise ValueError(f"{where}.name must be a string without '@' or '/', got {name!r}.")
+    base = by_name[of]
+    return dict(base, name=name, label=f"A/A: {base['label']} again, random stream +{k}", aa_of=of,
+                random_stream_offset=k, args=dict(base.get("args") or {}))

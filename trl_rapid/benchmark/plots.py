@@ -36,7 +36,7 @@ def plot_time_breakdown(result: dict, path: Path) -> Path:
         bottom = [b + v for b, v in zip(bottom, parts[p])]
     ax.errorbar(x, bottom, yerr=errors, fmt="none", ecolor="black", capsize=3, linewidth=1)
     ax.set_xticks(list(x), labels, fontsize=8)
-    ax.set_ylabel("wall time (s), mean over seeds")
+    ax.set_ylabel(f"{_clock(result)} (s), mean over seeds")
     title = f"Time breakdown: {result['config']['name']}"
     if result["model"].get("note"):
         title += f" ({result['model']['note']})"
@@ -67,7 +67,7 @@ def plot_reward_vs_time(result: dict, path: Path) -> Path:
         ax_t.fill_between(t, [a - b for a, b in zip(r, s)], [a + b for a, b in zip(r, s)], alpha=0.12,
                           color=line.get_color())
         ax_c.plot(c, r, style, marker="o", markersize=3, color=line.get_color())
-    ax_t.set_xlabel("wall time excluding evaluation (s), mean over seeds")
+    ax_t.set_xlabel(f"{_clock(result)} excluding evaluation (s), mean over seeds")
     ax_c.set_xlabel("completions generated")
     ax_t.set_ylabel("held-out reward (greedy), mean ± std over seeds")
     title = f"Reward vs time: {result['config']['name']}"
@@ -119,7 +119,7 @@ def plot_accuracy_curves(result: dict, path: Path) -> Path:
         lr_text = f"learning rate {lr:g}" if lr is not None else ""
         ax_t.set_title(lr_text, fontsize=9)
         ax_c.set_title(lr_text, fontsize=9)
-        ax_t.set_xlabel("wall time excluding evaluation (s), mean over seeds")
+        ax_t.set_xlabel(f"{_clock(result)} excluding evaluation (s), mean over seeds")
         ax_c.set_xlabel("completions generated")
         ax_t.set_ylabel("held-out score (greedy), mean and 95 % t-band")
         for ax in (ax_t, ax_c):
@@ -131,3 +131,7 @@ def plot_accuracy_curves(result: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _clock(result: dict) -> str:
+    return "CPU time" if result.get("clock") == "process" else "wall time"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .stats import aa_verdict, compare_arms
+
 
 def _fmt(ms: dict | None, digits: int = 1, pct: bool = False) -> str:
     if not ms or ms["mean"] is None:
@@ -32,7 +34,11 @@ def format_table(result: dict) -> str:
         f"{result['load_average']['after']}.",
         f"Command: `{result['command']}`",
         "",
-        "Seconds, mean ± std over seeds. Ratios to (a) are taken per seed (same seed, same prompts), then averaged.",
+        *aa_lines(_comparisons(result), round(100 * (cfg.get("stats") or {}).get("confidence", 0.95))),
+        "",
+        ("CPU seconds of each run's process (clock: process)" if result.get("clock") == "process" else
+         "Wall seconds") + f", {result.get('workers', 1)} run(s) at a time; mean ± std over seeds. Ratios to (a) are "
+        "taken per seed (same seed, same prompts), then averaged.",
         "",
         "| method | H | N_inference | gen calls | total s | generation s | training s | other s | time / (a) | "
         "final reward | reward / (a) | completions/s | tokens/s | peak RSS MiB | "
@@ -98,6 +104,7 @@ def format_table(result: dict) -> str:
         f"each seed: {'yes' if checks['same_prompt_order'] else 'NO'}.",
     ]
     lines += format_accuracy(result)
+    lines += format_comparisons(result)
     return "\n".join(lines) + "\n"
 
 
@@ -105,7 +112,8 @@ def _ci(ci: dict | None, digits: int = 3) -> str:
     if not ci or ci.get("mean") is None:
         return "–"
     if ci.get("low") is None:
-        return f"{ci['mean']:.{digits}f} (n = {ci['n']})"
+        n = ci["n"] if "n" in ci else f"{ci['n_a']} / {ci['n_b']}"
+        return f"{ci['mean']:.{digits}f} (n = {n})"
     return f"{ci['mean']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
 
 
@@ -130,14 +138,13 @@ def format_accuracy(result: dict) -> list[str]:
         "",
         "## Held-out score, time-to-target and RAPID − (b)",
         "",
-        f"Mean over seeds with a {level} % Student-t interval [low, high] (n = seeds). Time-to-target: wall time "
+        f"Mean over seeds with a {level} % Student-t interval [low, high] (n = seeds). Time-to-target: time "
         "(evaluation excluded) of the first held-out evaluation at or above the target, (a)'s mean final score at the "
         "same learning rate; 'reached' counts the seeds that got there, the interval is over those seeds. "
         "RAPID − (b): "
-        "the per-seed difference of final scores to TRL's big-batch mode at the same H and learning rate ((a) for "
-        f"H = 1), mean with a {level} % percentile-bootstrap interval ({stats_cfg.get('bootstrap_resamples', 10000)} "
-        f"resamples of the seeds, seed {stats_cfg.get('bootstrap_seed', 0)}) and the t-interval of the same "
-        "differences.",
+        "the difference of mean final scores to TRL's big-batch mode at the same H and learning rate ((a) for "
+        f"H = 1), with Welch's unpaired {level} % interval and the minimum detectable difference (MDD) at the seeds "
+        "run; 'paired t': the t-interval of the per-seed differences (a secondary view).",
     ]
     for lr in lrs:
         entries = [e for e in summary.values() if e["learning_rate"] == lr]
@@ -147,7 +154,7 @@ def format_accuracy(result: dict) -> list[str]:
             f"### Learning rate {lr:g}" + (f" (target {target:.3f})" if target is not None else ""),
             "",
             "| method | H | initial | final score | time-to-target s | reached | completions to target | "
-            "RAPID − (b), bootstrap | RAPID − (b), t | total s |",
+            "RAPID − (b), Welch | MDD | RAPID − (b), paired t | total s |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for e in entries:
@@ -156,7 +163,8 @@ def format_accuracy(result: dict) -> list[str]:
             lines.append(
                 f"| {e['label']} | {e['h']} | {_fmt(e['initial_reward'], 3)} | {_ci(e['final_reward_ci'])} | "
                 f"{_ci(ttt.get('wall_s'), 1)} | {ttt.get('reached', '–')}/{ttt.get('runs', '–')} | "
-                f"{_ci(ttt.get('completions'), 0)} | {_ci(vs.get('bootstrap'))} | {_ci(vs.get('t'))} | "
+                f"{_ci(ttt.get('completions'), 0)} | {_ci(vs.get('welch'))} | {_num((vs.get('welch') or {}).get('mdd'))} "
+                f"| {_ci(vs.get('t'))} | "
                 f"{_ci(e['total_s_ci'], 1)} |"
             )
         shown = [(k, n) for k, n in DIAGNOSTIC_COLUMNS if any(k in e.get("diagnostics", {}) for e in entries)]
@@ -172,4 +180,77 @@ def format_accuracy(result: dict) -> list[str]:
             for e in entries:
                 d = e.get("diagnostics", {})
                 lines.append(f"| {e['label']} | {e['h']} | " + " | ".join(_ci(d.get(k)) for k, _ in shown) + " |")
+    return lines
+
+
+def _num(x, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _diff(ci: dict | None, digits: int = 3) -> str:
+    if not ci or ci.get("mean") is None:
+        return "–"
+    if ci.get("low") is None:
+        return f"{ci['mean']:+.{digits}f} (no interval)"
+    return f"{ci['mean']:+.{digits}f} [{ci['low']:+.{digits}f}, {ci['high']:+.{digits}f}]"
+
+
+def _short(arm: str) -> str:
+    return arm.split("@")[0]
+
+
+AA_WARNING = "verdicts below are not to be believed"
+
+
+def aa_lines(comparisons: list[dict], level: int = 95) -> list[str]:
+    """One line per A/A comparison: its Welch interval and whether it covers 0; a warning line when one does not.
+    Without an A/A arm, a line saying how to add one."""
+    aa = [aa_verdict(c) for c in comparisons if c["kind"] == "aa"]
+    if not aa:
+        return ["No A/A arm in this benchmark: add `methods.aa_arms: [grpo_on_policy]` to check that the intervals "
+                "hold (the same method on a shifted random stream must not differ from itself)."]
+    lines = []
+    for v in aa:
+        w = v["welch"]
+        covers = {True: "covers 0", False: "does NOT cover 0", None: "no interval (fewer than 2 seeds per arm)"}
+        lines.append(f"A/A check, {_short(v['a'])} − {_short(v['b'])}"
+                     + (f" at lr {v['learning_rate']:g}" if v["learning_rate"] is not None else "")
+                     + f": {_diff(w)} ({level} % Welch), n = {w['n_a']} / {w['n_b']}, MDD {_num(w['mdd'])}: "
+                     + covers[v["ok"]] + ".")
+    if any(v["ok"] is False for v in aa):
+        lines.append(f"**WARNING: an A/A interval excludes 0: two runs of the same method differ by more than the "
+                     f"intervals allow (or this is the 1-in-{round(100 / (100 - level))} chance miss); {AA_WARNING}.**")
+    return lines
+
+
+def _comparisons(result: dict) -> list[dict]:
+    found = result.get("comparisons")  # results.json written before comparisons were stored: compute them
+    return compare_arms(result.get("runs") or [], result["config"]) if found is None else found
+
+
+def format_comparisons(result: dict) -> list[str]:
+    """The A/A check, then every comparison of final held-out scores: difference of means, Welch interval, n per arm,
+    MDD, and the paired-by-seed t-interval as a secondary view."""
+    if not result.get("runs"):
+        return []
+    cfg = result["config"]
+    comparisons = _comparisons(result)
+    stats_cfg = cfg.get("stats") or {}
+    level = round(100 * stats_cfg.get("confidence", 0.95))
+    power = round(100 * stats_cfg.get("power", 0.8))
+    lines = ["", "## Comparisons of final held-out score", "",
+             f"A − B: the difference of the arms' mean final scores over the seeds each ran, with Welch's unpaired "
+             f"{level} % interval (the primary view; n per arm). MDD: the minimum detectable difference at these "
+             f"seeds, the smallest true difference that a two-sided {100 - level} % Welch test detects with "
+             f"{power} % power, (t_{{1-α/2,ν}} + t_{{power,ν}}) · SE. A difference smaller than the MDD can be "
+             "neither shown nor ruled out with these seeds. Paired t: the t-interval of the per-seed differences "
+             "(same seed, same prompt order; secondary).", "",
+             "| A − B | vs | lr | difference, Welch | n A / n B | MDD | paired t |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    kinds = {"aa": "A/A", "vs_a": "(a)", "vs_b": "(b), same H"}
+    for c in comparisons:
+        w = c["welch"]
+        lr = "–" if c["learning_rate"] is None else f"{c['learning_rate']:g}"
+        lines.append(f"| {_short(c['a'])} − {_short(c['b'])} | {kinds[c['kind']]} | {lr} | {_diff(w)} | "
+                     f"{w['n_a']} / {w['n_b']} | {_num(w['mdd'])} | {_diff(c['paired']['t'])} |")
     return lines

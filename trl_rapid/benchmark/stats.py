@@ -1,28 +1,41 @@
 """Statistics over seeds: per-arm (method × learning rate) summaries, ratios to (a) taken per seed, curves, the ideal;
-confidence intervals, the paired bootstrap and time-to-target.
+confidence intervals, comparisons of two arms, and time-to-target. Every quantile comes from `scipy.stats`.
 
 Intervals (all two-sided, level `stats.confidence`, 95 % by default):
-  - a mean over seeds: Student's t-interval, mean ± t_{1-α/2, n-1} · s / √n (s: sample standard deviation);
-  - a paired difference of two arms over the seeds both ran: the percentile bootstrap of the mean difference
-    (`stats.bootstrap_resamples` resamples of the seeds with replacement, drawn by Python's
-    `random.Random(stats.bootstrap_seed)`, so it is reproducible), reported with the t-interval of the same differences;
-  - time-to-target: per seed, the wall time (evaluation excluded) of the first held-out evaluation whose score is at
-    least the target, (a)'s mean final score at the same learning rate; a seed that never gets there is counted as
-    "not reached" (never dropped), and the interval is over the seeds that got there.
+  - one arm's mean over seeds: Student's t-interval, mean ± t_{1-α/2, n-1} · s / √n (s: sample standard deviation);
+  - a comparison of two arms (the primary view): the difference of their means, unpaired, with Welch's interval
+    d ± t_{1-α/2, ν} · SE, SE = √(s_A²/n_A + s_B²/n_B), ν the Welch–Satterthwaite degrees of freedom; the two arms may
+    have run different numbers of seeds. With it, the minimum detectable difference (MDD) at the seeds run, see
+    `minimum_detectable_difference`;
+  - the same comparison paired by seed (a secondary view: same seed, same prompt order): the t-interval and the
+    percentile bootstrap (`scipy.stats.bootstrap`, `stats.bootstrap_resamples` resamples, seeded by
+    `stats.bootstrap_seed`) of the per-seed differences;
+  - time-to-target: per seed, the time (evaluation excluded; in the `clock`'s seconds) of the first held-out
+    evaluation whose score is at least the target, (a)'s mean final score at the same learning rate; a seed that
+    never gets there is counted as "not reached" (never dropped), and the interval is over the seeds that got there.
+
+An A/A arm (`methods.aa_arms`, config.py) runs a method again with a shifted random stream: its comparison to the
+method must cover 0 (at 95 %, it fails by chance one time in twenty); `aa_check` says whether it does.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import statistics
+
+import numpy as np
+from scipy import stats as sps
 
 from .config import METHOD_A
 from .timing import TIME_PARTS
 
 
+def _clean(values) -> list[float]:
+    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
 def _mean_std(values: list[float]) -> dict:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    values = _clean(values)
     if not values:
         return {"mean": None, "std": None, "n": 0}
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -36,84 +49,89 @@ def _ratio(x, y):
 # ---------------------------------------------------------------------------------------------------------------------
 # Pure statistics
 # ---------------------------------------------------------------------------------------------------------------------
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (modified Lentz; Numerical Recipes 6.4)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _incomplete_beta(a: float, b: float, x: float) -> float:
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """Student's t distribution function with `df` degrees of freedom."""
-    tail = 0.5 * _incomplete_beta(df / 2, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t with `df` degrees of freedom (bisection on `t_cdf`; scipy's `t.ppf`)."""
-    if not 0 < p < 1:
-        raise ValueError(f"p must be in (0, 1), got {p}.")
-    lo, hi = -1e3, 1e3
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2
-
-
 def t_interval(values: list[float], confidence: float = 0.95) -> dict:
     """Mean and its two-sided Student-t confidence interval over `values` (None and NaN left out)."""
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    values = _clean(values)
     n = len(values)
     if n == 0:
         return {"mean": None, "low": None, "high": None, "n": 0, "method": "t"}
     mean = statistics.fmean(values)
     if n == 1:
         return {"mean": mean, "low": None, "high": None, "n": 1, "method": "t"}
-    half = t_quantile(0.5 + confidence / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    half = sps.t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n, "method": "t"}
 
 
+def minimum_detectable_difference(se: float, df: float, confidence: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true difference that a two-sided Welch test at level α = 1 − `confidence` detects with probability
+    `power`, given the standard error of the difference: MDD = (t_{1-α/2, ν} + t_{power, ν}) · SE (the usual normal-
+    approximation power formula with Student-t quantiles at the Welch degrees of freedom ν). With per-arm standard
+    deviation s and n seeds in each arm, SE = s·√(2/n): the MDD shrinks as 1/√n (and a little faster at small n,
+    as the quantiles fall with ν)."""
+    if se is None or df is None or not df > 0:
+        return None
+    return float((sps.t.ppf(0.5 + confidence / 2, df) + sps.t.ppf(power, df)) * se)
+
+
+def welch_interval(a: list[float], b: list[float], confidence: float = 0.95, power: float = 0.8) -> dict:
+    """Difference of means mean(a) − mean(b) of two unpaired samples, Welch's two-sided interval, its degrees of
+    freedom ν (Welch–Satterthwaite), the standard error and the minimum detectable difference at these sample sizes.
+    Agrees with `scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)`. Fewer than 2 values in
+    an arm: no interval (low/high None). Both arms constant: a zero-width interval at the difference, MDD 0."""
+    a, b = _clean(a), _clean(b)
+    out = {"mean": None, "low": None, "high": None, "n_a": len(a), "n_b": len(b), "df": None, "se": None,
+           "mdd": None, "power": power, "method": "welch"}
+    if not a or not b:
+        return out
+    out["mean"] = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return out
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return dict(out, low=out["mean"], high=out["mean"], se=0.0, mdd=0.0)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
+    return dict(out, low=out["mean"] - half, high=out["mean"] + half, df=df, se=se,
+                mdd=minimum_detectable_difference(se, df, confidence, power))
+
+
 def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int = 10000, seed: int = 0) -> dict:
-    """Percentile bootstrap interval of the mean of `values` (e.g. paired per-seed differences), reproducible."""
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    """Percentile bootstrap interval of the mean of `values` (e.g. paired per-seed differences), by
+    `scipy.stats.bootstrap` with a seeded generator, so it is reproducible."""
+    values = _clean(values)
     n = len(values)
-    if n == 0:
-        return {"mean": None, "low": None, "high": None, "n": 0, "method": "bootstrap", "resamples": resamples}
-    rng = random.Random(seed)
-    means = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(resamples))
-    alpha = (1 - confidence) / 2
+    out = {"mean": statistics.fmean(values) if values else None, "low": None, "high": None, "n": n,
+           "method": "bootstrap", "resamples": resamples, "seed": seed}
+    if n < 2:
+        return out
+    if len(set(values)) == 1:  # every resample has the same mean
+        return dict(out, low=values[0], high=values[0])
+    res = sps.bootstrap((np.asarray(values),), np.mean, confidence_level=confidence, n_resamples=resamples,
+                        method="percentile", rng=np.random.default_rng(seed))
+    return dict(out, low=float(res.confidence_interval.low), high=float(res.confidence_interval.high))
 
-    def pick(q):  # the q-quantile of the resampled means, linear interpolation between order statistics
-        pos = q * (resamples - 1)
-        i = int(math.floor(pos))
-        j = min(i + 1, resamples - 1)
-        return means[i] + (means[j] - means[i]) * (pos - i)
 
-    return {"mean": statistics.fmean(values), "low": pick(alpha), "high": pick(1 - alpha), "n": n,
-            "method": "bootstrap", "resamples": resamples, "seed": seed}
+def compare_samples(a: dict, b: dict, confidence: float = 0.95, power: float = 0.8, resamples: int = 10000,
+                    seed: int = 0) -> dict:
+    """Arm A against arm B from {seed: value} maps: the unpaired Welch comparison over every seed each ran (primary),
+    and, over the seeds both ran, the per-seed differences with their t and bootstrap intervals (secondary)."""
+    a = {s: v for s, v in a.items() if _clean([v])}
+    b = {s: v for s, v in b.items() if _clean([v])}
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in seeds]
+    return {
+        "welch": welch_interval(list(a.values()), list(b.values()), confidence, power),
+        "paired": {"seeds": seeds, "per_seed": diffs, "t": t_interval(diffs, confidence),
+                   "bootstrap": bootstrap_ci(diffs, confidence, resamples, seed)},
+    }
+
+
+def covers_zero(ci: dict) -> bool | None:
+    """Whether an interval contains 0; None when there is no interval (too few seeds)."""
+    if ci.get("low") is None:
+        return None
+    return ci["low"] <= 0 <= ci["high"]
 
 
 def time_to_target(points: list[dict], target: float, key: str = "wall_s") -> float | None:
@@ -131,12 +149,12 @@ def _arm(run: dict) -> str:
 def summarize(runs: list[dict], ideals: dict, cfg: dict) -> dict:
     """Per arm (method × learning rate): mean ± std over seeds of times, throughput, memory, rewards; ratios to (a)
     at the same learning rate and overhead over the ideal, both per seed (paired) and then averaged; the intervals,
-    time-to-target, the paired difference to (b) at the same H, and the `rapid/` diagnostics."""
+    time-to-target, the comparison to (b) at the same H (`vs_b`, see `compare_arms`), and the `rapid/` diagnostics."""
     plan = cfg["plan"]
     arms = plan.get("arms") or [{"name": m["name"], "method": m["name"], "learning_rate": None}
                                 for m in plan["methods"]]
     methods = {m["name"]: m for m in plan["methods"]}
-    stats_cfg = {"confidence": 0.95, "bootstrap_resamples": 10000, "bootstrap_seed": 0, **(cfg.get("stats") or {})}
+    stats_cfg = stats_settings(cfg)
     level = stats_cfg["confidence"]
     ref_arm = {a["learning_rate"]: a["name"] for a in arms if a["method"] == METHOD_A}
     summary = {}
@@ -150,7 +168,8 @@ def summarize(runs: list[dict], ideals: dict, cfg: dict) -> dict:
             else f"{method['label']}, lr {arm['learning_rate']:g}"
         entry = {"label": label, "trainer": method["trainer"], "h": method["h"],
                  "n_inference": method["n_inference"], "seeds": [r["seed"] for r in mine], "method": method["name"],
-                 "learning_rate": arm["learning_rate"], "args": method.get("args") or {}}
+                 "learning_rate": arm["learning_rate"], "args": method.get("args") or {},
+                 "aa_of": method.get("aa_of"), "random_stream_offset": method.get("random_stream_offset", 0)}
         for part in ("total", *TIME_PARTS, "sampling", "optimizer", "setup"):
             entry[f"{part}_s"] = _mean_std([r["times"][part] for r in mine])
         entry["scoring_s"] = _mean_std([r["times"]["generation"] - r["times"]["sampling"] for r in mine])
@@ -193,29 +212,70 @@ def summarize(runs: list[dict], ideals: dict, cfg: dict) -> dict:
     return summary
 
 
-def _paired_differences(summary: dict, runs: list[dict], arms: list[dict], methods: dict, stats_cfg: dict):
-    """Each RAPID arm against TRL's big-batch mode (b) at the same H and learning rate ((a) when H = 1): the per-seed
-    difference of final held-out scores, with its bootstrap and t intervals."""
-    by_key = {}
-    for arm in arms:
-        m = methods[arm["method"]]
-        if m["trainer"] == "grpo" and not m.get("args"):
-            by_key[(m["h"], arm["learning_rate"])] = arm["name"]
-    for arm in arms:
-        m = methods[arm["method"]]
-        other = by_key.get((m["h"], arm["learning_rate"]))
-        if m["trainer"] != "rapid" or other is None or arm["name"] not in summary:
+def stats_settings(cfg: dict) -> dict:
+    return {"confidence": 0.95, "power": 0.8, "bootstrap_resamples": 10000, "bootstrap_seed": 0,
+            **(cfg.get("stats") or {})}
+
+
+def _finals(runs: list[dict], arm: str) -> dict:
+    return {r["seed"]: r["eval"]["final_reward"] for r in runs if _arm(r) == arm}
+
+
+def compare_arms(runs: list[dict], cfg: dict) -> list[dict]:
+    """Every comparison the benchmark reports, of final held-out scores, per learning rate: each arm against (a)
+    (`kind: vs_a`), each RAPID arm against TRL's big-batch mode (b) at the same H (`vs_b`; (a) when H = 1), and each
+    A/A arm against the method it repeats (`aa`). Each has `welch` (primary) and `paired` (secondary), see
+    `compare_samples`."""
+    plan = cfg["plan"]
+    methods = {m["name"]: m for m in plan["methods"]}
+    st = stats_settings(cfg)
+    arms = plan.get("arms") or [{"name": m["name"], "method": m["name"], "learning_rate": None}
+                                for m in plan["methods"]]
+    arms = [a for a in arms if _finals(runs, a["name"])]
+    by_method_lr = {(a["method"], a["learning_rate"]): a["name"] for a in arms}
+    b_arm = {}
+    for a in arms:
+        m = methods[a["method"]]
+        if m["trainer"] == "grpo" and not m.get("args") and not m.get("aa_of"):
+            b_arm[(m["h"], a["learning_rate"])] = a["name"]
+    out = []
+
+    def add(kind, mine, other, lr):
+        if other is None or other == mine:
+            return
+        out.append({"kind": kind, "a": mine, "b": other, "learning_rate": lr,
+                    **compare_samples(_finals(runs, mine), _finals(runs, other), st["confidence"], st["power"],
+                                      st["bootstrap_resamples"], st["bootstrap_seed"])})
+
+    for a in arms:
+        m, lr = methods[a["method"]], a["learning_rate"]
+        if m.get("aa_of"):
+            add("aa", a["name"], by_method_lr.get((m["aa_of"], lr)), lr)
             continue
-        mine = {r["seed"]: r["eval"]["final_reward"] for r in runs if _arm(r) == arm["name"]}
-        theirs = {r["seed"]: r["eval"]["final_reward"] for r in runs if _arm(r) == other}
-        seeds = sorted(set(mine) & set(theirs))
-        diffs = [mine[s] - theirs[s] for s in seeds]
-        summary[arm["name"]]["vs_b"] = {
-            "against": other, "seeds": seeds, "per_seed": diffs,
-            "bootstrap": bootstrap_ci(diffs, stats_cfg["confidence"], stats_cfg["bootstrap_resamples"],
-                                      stats_cfg["bootstrap_seed"]),
-            "t": t_interval(diffs, stats_cfg["confidence"]),
-        }
+        if a["method"] != METHOD_A:
+            add("vs_a", a["name"], by_method_lr.get((METHOD_A, lr)), lr)
+        if m["trainer"] == "rapid":
+            add("vs_b", a["name"], b_arm.get((m["h"], lr)), lr)
+    return out
+
+
+def aa_verdict(comparison: dict) -> dict:
+    """An A/A comparison's verdict: `ok` True when its Welch interval covers 0, False when not (then no verdict of
+    this benchmark is to be believed: the noise is larger than the intervals say), None when too few seeds ran."""
+    ok = covers_zero(comparison["welch"])
+    return {"ok": ok, "a": comparison["a"], "b": comparison["b"], "learning_rate": comparison["learning_rate"],
+            "welch": comparison["welch"]}
+
+
+def _paired_differences(summary: dict, runs: list[dict], arms: list[dict], methods: dict, stats_cfg: dict):
+    """Each RAPID arm against TRL's big-batch mode (b) at the same H and learning rate ((a) when H = 1), kept on the
+    arm's summary entry as `vs_b`: Welch's unpaired interval (primary) and the per-seed paired view."""
+    cfg = {"plan": {"methods": list(methods.values()), "arms": arms}, "stats": stats_cfg}
+    for c in compare_arms(runs, cfg):
+        if c["kind"] == "vs_b" and c["a"] in summary:
+            summary[c["a"]]["vs_b"] = {"against": c["b"], "welch": c["welch"], "seeds": c["paired"]["seeds"],
+                                       "per_seed": c["paired"]["per_seed"], "t": c["paired"]["t"],
+                                       "bootstrap": c["paired"]["bootstrap"]}
 
 
 def _mean_curve(runs: list[dict], confidence: float = 0.95) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -16,9 +17,16 @@ def _sync():
         torch.cuda.synchronize()
 
 
-# TRL_RAPID_BENCH_CLOCK=process times every part in CPU seconds of the run's process (time.process_time) instead
-# of wall seconds: on a machine shared with other jobs, wall time swings with their load, CPU time much less.
-_CLOCK = time.process_time if os.environ.get("TRL_RAPID_BENCH_CLOCK") == "process" else time.perf_counter
+# The benchmark's `clock` (config.py): "process" times every part in CPU seconds of the run's process
+# (time.process_time), "wall" in wall seconds. On a machine shared with other jobs (or with the benchmark's own
+# parallel runs), wall time swings with their load, CPU time much less. Set per worker process by `set_clock`.
+CLOCKS = {"process": time.process_time, "wall": time.perf_counter}
+_CLOCK = CLOCKS.get(os.environ.get("TRL_RAPID_BENCH_CLOCK") or "wall", time.perf_counter)
+
+
+def set_clock(name: str) -> None:
+    global _CLOCK
+    _CLOCK = CLOCKS[name]
 
 
 def _now() -> float:
@@ -34,6 +42,7 @@ class _TimedMixin:
                       "train_begin": None,
                       "generation_calls": 0, "completions": 0, "completion_tokens": 0, "prompt_tokens": 0}
         self.bench_prompts: list[str] = []
+        self.bench_completions = hashlib.sha1()  # of every sampled completion's token ids, in order
         self._bench_last_step_end = None
 
     def _generate(self, prompts):
@@ -57,6 +66,7 @@ class _TimedMixin:
         self.bench["prompt_tokens"] += int(self.accelerator.gather(out["prompt_mask"].sum()).sum().item())
         prompts = [x["prompt"] if isinstance(x["prompt"], str) else json.dumps(x["prompt"]) for x in inputs]
         self.bench_prompts.extend(prompts[:: self.num_generations])
+        self.bench_completions.update(out["completion_ids"].detach().cpu().numpy().tobytes())
         return out
 
     def _bench_generate_batch(self, inputs):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .models import _load_tokenizer
 from .tasks import load_task
-from .timing import _bench_callback, _cuda_memory, _now, _rss_mib, _timed_class
+from .timing import _bench_callback, _cuda_memory, _now, _rss_mib, _timed_class, set_clock
 
 
 def _base_args(cfg: dict, seed: int, output_dir: str) -> dict:
@@ -72,8 +72,33 @@ def _worker_setup(cfg: dict):
     datasets.disable_progress_bars()
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg["torch_threads"]))
+    set_clock(cfg.get("clock") or "wall")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+
+
+def _random_stream_offset(k: int):
+    """TrainerCallback of an A/A arm: at on_train_begin (after transformers seeded every generator from args.seed in
+    the trainer's __init__, before the first generation) draw k numbers from torch's global generator (and CUDA's),
+    Python's `random` and numpy's global generator. Sampled completions then differ from the method's own run with the
+    same seed, while the prompt order does not: TRL's RepeatSampler draws it from its own generator, seeded by
+    args.seed. With vLLM the engine samples with its own seeded generator, which this does not reach."""
+    import random
+
+    import numpy as np
+    import torch
+    from transformers import TrainerCallback
+
+    class RandomStreamOffset(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            torch.rand(k)
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.rand(k, device="cuda")
+            for _ in range(k):
+                random.random()
+            np.random.random(k)
+
+    return RandomStreamOffset()
 
 
 def _quiet(trainer):
@@ -103,6 +128,8 @@ def run_method(cfg: dict, model_info: dict, method: dict, seed: int, workdir: st
                           processing_class=tokenizer)
     trainer._bench_reset()
     _quiet(trainer)
+    if method.get("random_stream_offset"):  # an A/A arm: the same method on a shifted random stream
+        trainer.add_callback(_random_stream_offset(int(method["random_stream_offset"])))
 
     plan = cfg["plan"]
     eval_state = {"time": 0.0, "points": [], "t0": None}
@@ -145,6 +172,7 @@ def run_method(cfg: dict, model_info: dict, method: dict, seed: int, workdir: st
         "h": method["h"],
         "n_inference": method["h"] * plan["n_step"],
         "seed": seed,
+        "random_stream_offset": method.get("random_stream_offset", 0),
         "times": {"total": total, "generation": generation, "training": training, "other": other,
                   "sampling": b["sampling"], "optimizer": b["optimizer"], "setup": b["train_begin"] - t0,
                   "eval": eval_state["time"]},
@@ -161,8 +189,10 @@ def run_method(cfg: dict, model_info: dict, method: dict, seed: int, workdir: st
         "train_reward": [{"step": h["step"], "reward": h["reward"]} for h in history if "reward" in h],
         "diagnostics": _diagnostics(history),
         "torch_threads": torch.get_num_threads(),
+        "clock": cfg.get("clock") or "wall",
         "prompt_order_sha1": hashlib.sha1("\n".join(trainer.bench_prompts).encode()).hexdigest(),
         "first_prompts": trainer.bench_prompts[:4],
+        "completions_sha1": trainer.bench_completions.hexdigest(),
         "config": _effective(config),
     }
 
