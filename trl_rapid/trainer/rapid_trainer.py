@@ -11,8 +11,9 @@ One outer step, read top to bottom:
   3. update    — TRL's `_compute_loss` applies its surrogate (any `loss_type`) with that advantage; H optimizer steps
                  consume the buffer before the next rollout.
 
-Every override mirrors TRL 1.16.0's `GRPOTrainer` and names the method it extends. Fault tolerance (gradient guard,
-finite and atomic checkpoints, resume) is the mixin in fault_tolerance.py.
+Every override mirrors TRL 1.16.0's `GRPOTrainer` and names the method it extends. Opt-in parts live in mixins beside
+this file: µ read off the sampler (sampler_behaviour.py), adaptive H (adaptive_h.py), fault tolerance (gradient guard,
+finite and atomic checkpoints, resume: fault_tolerance.py); the "rows" layout's weight cache is row_layout.py.
 """
 
 from __future__ import annotations
@@ -38,15 +39,16 @@ from ..adaptive import AdaptiveH
 from ..config import RapidConfig
 from ..estimator import rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
 from ..faults import non_finite_rewards_to_nan
-from ..sampler_logprobs import plain_sampling_violations, recording_sampled_logprobs
 from ..vllm_engine import server_weight_sync, vllm_setup
 from .batches import GROUP_IDS, MODEL_INPUT_KEYS, REWARD_SCALE, REWARDS, permute_rows, shuffle_groups
+from .adaptive_h import AdaptiveHMixin
 from .fault_tolerance import FaultToleranceMixin
 from .row_layout import ROW_INDEX, BufferWeights
+from .sampler_behaviour import SamplerBehaviourMixin
 
 logger = get_logger(__name__)
 
-class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
+class RapidTrainer(FaultToleranceMixin, SamplerBehaviourMixin, AdaptiveHMixin, GRPOTrainer):
     """
     Trainer for RAPID: large-batch inference, then H off-policy mini-batch policy-gradient steps whose advantage uses an
     importance-weighted group baseline. A drop-in replacement for [`~trl.GRPOTrainer`]: same constructor, reward
@@ -140,46 +142,9 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
         self._buffer_prompts, self._buffer_group_order = None, None
         self._outer_step_times = {"generation": 0.0, "total": 0.0}
 
-    def _behaviour_logprobs_source(self, args: RapidConfig) -> str:
-        """args.resolved_behaviour_logprobs, checked against what only the built trainer knows: µ from the sampler
-        needs TRL's single-turn transformers `generate` with nothing but the temperature shaping its distribution."""
-        source = args.resolved_behaviour_logprobs
-        if source != "sampler":
-            return source
-        blockers = [name for name, active in (("rollout_func", self.rollout_func is not None), ("tools", bool(self.tools)),
-                                              ("environment_factory", self.environment_factories is not None)) if active]
-        blockers += plain_sampling_violations(self.accelerator.unwrap_model(self.model), self.generation_config)
-        if args.behaviour_logprobs == "auto":
-            # In low precision a KV-cached sampling step and the trainer's full forward round differently, so weights
-            # at inner step 0 would not be 1: "auto" promises exactness, so it recomputes µ there.
-            low = sorted({str(p.dtype) for p in self.model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
-            if low:
-                blockers.append(f"parameters in {', '.join(low)}")
-        if not blockers:
-            return source
-        if args.behaviour_logprobs == "sampler":
-            raise ValueError(
-                f"behaviour_logprobs='sampler' needs TRL's single-turn transformers generation under plain temperature "
-                f"sampling, but this run has {', '.join(blockers)} (logits processors come from the model's "
-                "generation_config or the run's settings). Set behaviour_logprobs='trainer' (or 'auto')."
-            )
-        logger.info(f"µ is recomputed by the trainer: the sampler's log-probs are not exact here ({', '.join(blockers)}).")
-        return "trainer"
-
     # ---------------------------------------------------------------------------------------------------------------
     # 1. Rollout
     # ---------------------------------------------------------------------------------------------------------------
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        # Extends TRL 1.16: with µ from the sampler, TRL's `generate` call also records the sampled tokens' log-probs.
-        if not (self._mu_from_sampler and self.model.training):
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        with recording_sampled_logprobs(self.accelerator.unwrap_model(self.model_wrapped), self.temperature) as record:
-            output = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        if not record:
-            raise RuntimeError("behaviour_logprobs='sampler': TRL's generation did not go through `model.generate`.")
-        self._sampled_behaviour = record
-        return output
-
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # Extends TRL 1.16: keep the raw rewards (gathered over processes), which TRL turns into advantages and drops;
         # ±inf becomes NaN, unscorable like None, before TRL (or RAPID) builds a baseline from it.
@@ -285,44 +250,6 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
             self._row_micro_batch[rows] = index
             self._row_position[rows] = torch.arange(len(rows))
 
-    def _resample_stale_rows(self, generation_batch):
-        """Adaptive H: the micro-batches from `_resample_from` on are stale; sample their prompts again with the current
-        policy, which is their µ from now on. Same prompts, same micro-batch layout, fresh completions.
-
-        Layout "groups": those micro-batches hold whole groups, which are sampled again. Layout "rows": they hold single
-        rows of many groups; each is sampled again on its own (one completion per stale row) and keeps its place in its
-        group, whose baseline then mixes members of two behaviour policies, each weighted by its own µ."""
-        first, self._resample_from = self._resample_from, None
-        if [x.get("prompt") for x in generation_batch] != self._buffer_prompts:
-            raise RuntimeError("Adaptive H: the data loader changed prompts inside an outer step; cannot re-sample.")
-        group_size, rows_per_micro_batch = self.num_generations, self.args.per_device_train_batch_size
-        if self._rows_layout:
-            stale_rows = torch.cat([mb[ROW_INDEX] for mb in self._buffered_inputs[first:]]).cpu()
-            stale_inputs = [generation_batch[row] for row in stale_rows.tolist()]
-            self._resampling_rows = True
-            try:
-                batch = split_pixel_values_by_grid(self._generate_and_score_completions(stale_inputs))
-            finally:
-                self._resampling_rows = False
-            step = self._step // self.args.gradient_accumulation_steps
-            self._buffer_weights.replace(stale_rows, batch[REWARDS], batch.get(REWARD_SCALE), step, self.scale_rewards)
-            stale_rows = stale_rows.to(batch[REWARDS].device)
-            batch[ROW_INDEX], batch[GROUP_IDS] = stale_rows, self._buffer_weights.group_ids[stale_rows]
-            if REWARD_SCALE in batch:
-                batch[REWARD_SCALE] = self._buffer_weights.reward_scale[stale_rows]
-        else:
-            groups = self._buffer_group_order[first * rows_per_micro_batch // group_size :].tolist()
-            stale_inputs = [generation_batch[g * group_size + i] for g in groups for i in range(group_size)]
-            batch = split_pixel_values_by_grid(self._generate_and_score_completions(stale_inputs))
-        # TRL's token-level losses (dapo, cispo, vespo) divide by num_items_in_batch × GA / steps_per_generation, i.e.
-        # the tokens of one optimizer step on average over a full buffer; this part-buffer covers fewer steps.
-        remaining = self.args.steps_per_generation - first
-        if "num_items_in_batch" in batch:
-            batch["num_items_in_batch"] = batch["num_items_in_batch"] * self.args.steps_per_generation / remaining
-        micro_batches = split_tensor_dict(batch, remaining)
-        self._buffered_inputs[first:] = [unsplit_pixel_values_by_grid(micro_batch) for micro_batch in micro_batches]
-        self._locate_rows(first)
-
     # ---------------------------------------------------------------------------------------------------------------
     # 2. Advantage, recomputed at every micro-batch with the current θ
     # ---------------------------------------------------------------------------------------------------------------
@@ -351,12 +278,9 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
             self._loss_inputs_awaiting_advantages = None
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        # Extends TRL 1.16 twice. (1) Its first call after a recorded generation is the no-grad µ pass of
-        # `_generate_and_score_completions` (`old_per_token_logps`): answered from the sampler, without a forward pass.
-        # (2) After the loss's forward pass, set the waiting micro-batch's advantages from its log-probs.
-        if self._sampled_behaviour is not None:
-            record, self._sampled_behaviour = self._sampled_behaviour, None
-            return self._sampler_behaviour_logps(record, input_ids, attention_mask, logits_to_keep), None, None
+        # Extends TRL 1.16: after the loss's forward pass (and only then: `_compute_loss` parks its micro-batch), set
+        # that micro-batch's advantages from its log-probs, before TRL's loss reads them. (µ read off the sampler is
+        # answered a level below, in SamplerBehaviourMixin.)
         logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
         )
@@ -364,22 +288,6 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
             inputs, self._loss_inputs_awaiting_advantages = self._loss_inputs_awaiting_advantages, None
             self._set_advantages([inputs], [logps.detach()])
         return logps, entropies, aux_loss
-
-    @staticmethod
-    def _sampler_behaviour_logps(record, input_ids, attention_mask, logits_to_keep) -> torch.Tensor:
-        """µ per completion token, laid out as TRL's batch ((B, logits_to_keep), 0 on padding), from the sampler's
-        record; checks that the recorded tokens are the batch's tokens, so rows cannot be misaligned."""
-        completion_ids, mask = input_ids[:, -logits_to_keep:], attention_mask[:, -logits_to_keep:].bool()
-        tokens, logps = record["tokens"].to(completion_ids.device), record["logps"].to(completion_ids.device)
-        width = min(logits_to_keep, tokens.size(1))
-        behaviour = torch.zeros(completion_ids.shape, dtype=logps.dtype, device=completion_ids.device)
-        behaviour[:, :width] = logps[:, :width]
-        same = tokens.size(0) == completion_ids.size(0) and not mask[:, width:].any() and torch.equal(
-            tokens[:, :width][mask[:, :width]], completion_ids[:, :width][mask[:, :width]]
-        )
-        if not same:
-            raise RuntimeError("behaviour_logprobs='sampler': the recorded tokens do not match the generated batch.")
-        return behaviour.masked_fill(~mask, 0.0)
 
     @torch.no_grad()
     def _forward_logps(self, micro_batch: dict, positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -395,8 +303,8 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
             raise ValueError("baseline_weight_source='forward' cannot take a subset of a multimodal micro-batch's rows; "
                              "use baseline_weight_source='cache' or micro_batch_layout='groups'.")
         with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            logps, _, _ = super()._get_per_token_logps_and_entropies(
-                self.model, input_ids, attention_mask, completion_ids.size(1), **extra
+            logps, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+                self, self.model, input_ids, attention_mask, completion_ids.size(1), **extra
             )
         return logps
 
@@ -507,20 +415,6 @@ class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
         if self._adaptive_h is not None and self._step % self.args.gradient_accumulation_steps == 0:
             self._decide_h()
         return loss
-
-    def _decide_h(self):
-        """Adaptive H, after each optimizer step: one reduction of the step's ESS over processes (so every process takes
-        the same decision), then the rule of adaptive.py; logs `rapid/h` whenever a sample's use ends."""
-        rule, ga = self._adaptive_h, self.args.gradient_accumulation_steps
-        totals = self.accelerator.reduce(torch.stack(self._step_ess).sum(dim=0), reduction="sum")
-        self._step_ess = []
-        step_in_outer = (self._step // ga - 1) % rule.max_h
-        closed = len(rule.h_history)
-        rows_per_step = self.args.per_device_train_batch_size * ga
-        if rule.after_optimizer_step(step_in_outer, (totals[0] / totals[1]).item(), rows_per_step):
-            self._resample_from = self._step % self.args.steps_per_generation
-        if len(rule.h_history) > closed:  # TRL logs an empty metric as None: add `rapid/h` only when a sample closed
-            self._metrics["train"]["rapid/h"].extend(float(h) for h in rule.h_history[closed:])
 
     # ---------------------------------------------------------------------------------------------------------------
     # Logging: the buffered weight diagnostics and RAPID's running totals

@@ -1,0 +1,71 @@
+"""Adaptive H in the trainer (`optimizer_steps_per_generation="auto"`): after each optimizer step, decide from the
+step's ESS whether the rest of the inference batch is stale (the rule: ../adaptive.py), and re-sample it.
+
+A mixin of RapidTrainer over TRL 1.16's GRPOTrainer. RapidTrainer's `__init__` sets `_adaptive_h` (the rule, or None),
+`_step_ess` (the current optimizer step's ESS per micro-batch) and `_resample_from`; its `training_step` calls
+`_decide_h`, its `_prepare_inputs` calls `_resample_stale_rows`.
+"""
+
+from __future__ import annotations
+
+import torch
+from trl.trainer.utils import split_pixel_values_by_grid, split_tensor_dict, unsplit_pixel_values_by_grid
+
+from .batches import GROUP_IDS, REWARD_SCALE, REWARDS
+from .row_layout import ROW_INDEX
+
+
+class AdaptiveHMixin:
+    """Re-samples the stale rest of an inference batch when the rule says so (see the module docstring)."""
+
+    def _resample_stale_rows(self, generation_batch):
+        """Adaptive H: the micro-batches from `_resample_from` on are stale; sample their prompts again with the current
+        policy, which is their µ from now on. Same prompts, same micro-batch layout, fresh completions.
+
+        Layout "groups": those micro-batches hold whole groups, which are sampled again. Layout "rows": they hold single
+        rows of many groups; each is sampled again on its own (one completion per stale row) and keeps its place in its
+        group, whose baseline then mixes members of two behaviour policies, each weighted by its own µ."""
+        first, self._resample_from = self._resample_from, None
+        if [x.get("prompt") for x in generation_batch] != self._buffer_prompts:
+            raise RuntimeError("Adaptive H: the data loader changed prompts inside an outer step; cannot re-sample.")
+        group_size, rows_per_micro_batch = self.num_generations, self.args.per_device_train_batch_size
+        if self._rows_layout:
+            stale_rows = torch.cat([mb[ROW_INDEX] for mb in self._buffered_inputs[first:]]).cpu()
+            stale_inputs = [generation_batch[row] for row in stale_rows.tolist()]
+            self._resampling_rows = True
+            try:
+                batch = split_pixel_values_by_grid(self._generate_and_score_completions(stale_inputs))
+            finally:
+                self._resampling_rows = False
+            step = self._step // self.args.gradient_accumulation_steps
+            self._buffer_weights.replace(stale_rows, batch[REWARDS], batch.get(REWARD_SCALE), step, self.scale_rewards)
+            stale_rows = stale_rows.to(batch[REWARDS].device)
+            batch[ROW_INDEX], batch[GROUP_IDS] = stale_rows, self._buffer_weights.group_ids[stale_rows]
+            if REWARD_SCALE in batch:
+                batch[REWARD_SCALE] = self._buffer_weights.reward_scale[stale_rows]
+        else:
+            groups = self._buffer_group_order[first * rows_per_micro_batch // group_size :].tolist()
+            stale_inputs = [generation_batch[g * group_size + i] for g in groups for i in range(group_size)]
+            batch = split_pixel_values_by_grid(self._generate_and_score_completions(stale_inputs))
+        # TRL's token-level losses (dapo, cispo, vespo) divide by num_items_in_batch × GA / steps_per_generation, i.e.
+        # the tokens of one optimizer step on average over a full buffer; this part-buffer covers fewer steps.
+        remaining = self.args.steps_per_generation - first
+        if "num_items_in_batch" in batch:
+            batch["num_items_in_batch"] = batch["num_items_in_batch"] * self.args.steps_per_generation / remaining
+        micro_batches = split_tensor_dict(batch, remaining)
+        self._buffered_inputs[first:] = [unsplit_pixel_values_by_grid(micro_batch) for micro_batch in micro_batches]
+        self._locate_rows(first)
+
+    def _decide_h(self):
+        """Adaptive H, after each optimizer step: one reduction of the step's ESS over processes (so every process takes
+        the same decision), then the rule of adaptive.py; logs `rapid/h` whenever a sample's use ends."""
+        rule, ga = self._adaptive_h, self.args.gradient_accumulation_steps
+        totals = self.accelerator.reduce(torch.stack(self._step_ess).sum(dim=0), reduction="sum")
+        self._step_ess = []
+        step_in_outer = (self._step // ga - 1) % rule.max_h
+        closed = len(rule.h_history)
+        rows_per_step = self.args.per_device_train_batch_size * ga
+        if rule.after_optimizer_step(step_in_outer, (totals[0] / totals[1]).item(), rows_per_step):
+            self._resample_from = self._step % self.args.steps_per_generation
+        if len(rule.h_history) > closed:  # TRL logs an empty metric as None: add `rapid/h` only when a sample closed
+            self._metrics["train"]["rapid/h"].extend(float(h) for h in rule.h_history[closed:])
