@@ -363,3 +363,88 @@ def test_honest_in_place_code_is_scored_correctly():
     ]
     rewards, statuses = score(reward_for(any_mode()), [fenced(sol) for sol, _ in cases], tests=[t for _, t in cases])
     assert rewards == [1.0] * len(cases), statuses  # the first three scored 0.0 (protocol_error, failed)
+
+
+# =====================================================================================================================
+# Second red team (issue 16): page-cache state, a verdict that told the candidate where it failed, shapes in the
+# float check, host sockets and /dev, fallocate and a full scratch fs, setsid starvation, System V IPC floods, zombies
+# nobody reaps, honest output past 1 MiB, memory per run.
+# =====================================================================================================================
+
+SYSCALL_PROBE = r'''
+import ctypes, os, socket
+_libc = ctypes.CDLL(None, use_errno=True); _libc.syscall.restype = ctypes.c_long
+def _sc(*a):
+    r = _libc.syscall(*[ctypes.c_long(x) for x in a])
+    return "ok" if r >= 0 else os.strerror(ctypes.get_errno())
+_fd = os.open("/proc/self/exe", os.O_RDONLY)
+_buf = ctypes.create_string_buffer(64)
+_iov = (ctypes.c_void_p * 2)(ctypes.cast(_buf, ctypes.c_void_p), 64)
+_page = ctypes.c_char * 4096
+_vec = ctypes.create_string_buffer(8)
+_NR = {"x86_64": dict(io_uring_setup=425, fadvise64=221, readahead=187, mincore=27, cachestat=451, preadv2=327,
+                      unshare=272, clone=56, setns=308, setsid=112, ptrace=101, process_vm_readv=310, keyctl=250,
+                      mq_open=240, fallocate=285, madvise=28),
+       "aarch64": dict(io_uring_setup=425, fadvise64=223, readahead=213, mincore=232, cachestat=451, preadv2=286,
+                       unshare=97, clone=220, setns=268, setsid=157, ptrace=117, process_vm_readv=270, keyctl=219,
+                       mq_open=180, fallocate=47, madvise=233)}[os.uname().machine]
+_params = ctypes.create_string_buffer(120)
+_mm = _libc.mmap
+_mm.restype = ctypes.c_void_p
+_map = _mm(None, 4096, 1, 2, _fd, 0)  # PROT_READ, MAP_PRIVATE over the interpreter's file
+_cs = ctypes.create_string_buffer(64)
+RESULTS = {
+    "io_uring_setup": _sc(_NR["io_uring_setup"], 4, ctypes.addressof(_params)),
+    "fadvise_dontneed": _sc(_NR["fadvise64"], _fd, 0, 0, 4),
+    "readahead": _sc(_NR["readahead"], _fd, 0, 4096),
+    "mincore": _sc(_NR["mincore"], _map, 4096, ctypes.addressof(_vec)),
+    "cachestat": _sc(_NR["cachestat"], _fd, ctypes.addressof(_cs), ctypes.addressof(_cs) + 16, 0),
+    "preadv2_nowait": _sc(_NR["preadv2"], _fd, ctypes.addressof(_iov), 1, 0, 0, 8),
+    "madvise_pageout": _sc(_NR["madvise"], _map, 4096, 21),
+    "unshare_newuser": _sc(_NR["unshare"], 0x10000000),
+    "clone_newuser": _sc(_NR["clone"], 0x10000000 | 17, 0, 0, 0, 0),
+    "setns": _sc(_NR["setns"], 0, 0),
+    "setsid": _sc(_NR["setsid"]),
+    "ptrace_attach": _sc(_NR["ptrace"], 16, 1, 0, 0),
+    "process_vm_readv": _sc(_NR["process_vm_readv"], 1, 0, 0, 0, 0, 0),
+    "keyctl": _sc(_NR["keyctl"], 0, -4, 0),
+    "fallocate_keep_size": _sc(_NR["fallocate"], os.open("big", os.O_CREAT | os.O_WRONLY), 1, 0, 64 << 20),
+}
+try:
+    socket.socket(socket.AF_UNIX).connect("/nonexistent.sock")
+    RESULTS["unix_socket"] = "ok"
+except OSError as exc:
+    RESULTS["unix_socket"] = os.strerror(exc.errno)
+_a, _b = socket.socketpair()  # honest code (multiprocessing) keeps socketpair
+_a.send(b"x")
+RESULTS["socketpair"] = "ok" if _b.recv(1) == b"x" else "broken"
+_pid = os.fork()
+if not _pid:
+    os._exit(0)
+RESULTS["fork"] = "ok" if os.waitpid(_pid, 0)[1] == 0 else "broken"
+import threading
+_t = threading.Thread(target=lambda: None)
+_t.start(); _t.join()
+RESULTS["thread"] = "ok"
+import numpy
+RESULTS["numpy"] = "ok" if int(numpy.arange(3).sum()) == 3 else "broken"
+print(RESULTS)
+def f():
+    return 1
+'''
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="syscall numbers per architecture")
+@pytest.mark.parametrize("isolation", MODES)
+def test_page_cache_probes_nested_namespaces_and_host_sockets_are_refused(isolation):
+    """Class 1 (page-cache state), 9 (nested user namespaces, io_uring), 3 (host Unix sockets), 5 (fallocate), 6
+    (setsid): each syscall fails for the candidate, while fork, threads, socketpair and numpy keep working."""
+    import ast
+    result = reward_for(isolation).sandbox.run(SYSCALL_PROBE, "assert f() == 1\n")
+    assert result.passed, result
+    got = ast.literal_eval(result.stdout_tail.strip().splitlines()[-1])
+    allowed = {"socketpair", "fork", "thread", "numpy"}
+    assert {k: v for k, v in got.items() if k in allowed} == dict.fromkeys(allowed, "ok"), got
+    refused = {k: v for k, v in got.items() if k not in allowed and v == "ok"}
+    assert not refused, f"allowed to the candidate: {refused} (all: {got})"
+    assert got["fallocate_keep_size"] == os.strerror(95), got  # EOPNOTSUPP: posix_fallocate writes instead

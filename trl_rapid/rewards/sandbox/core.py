@@ -297,9 +297,14 @@ class Sandbox:
                 popen_kwargs.update(user=uid, group=uid, extra_groups=[])
         limits = self._limits(uid)
 
-        def preexec():  # runs in the child between fork and exec: only setrlimit calls
+        def preexec():  # runs in the child between fork and exec: rlimits, and the OOM killer's first choice
             for res, lim in limits:
                 resource.setrlimit(res, lim)
+            try:
+                with open("/proc/self/oom_score_adj", "w") as fh:
+                    fh.write("1000")
+            except OSError:
+                pass
 
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=str(scratch), env=env,

@@ -77,26 +77,70 @@ def _supervise(fds, dedicated):
     os._exit(code if code >= 0 else 128 - code)
 
 
-# Syscalls the candidate may not make: the kernel keyrings (add_key, request_key, keyctl) and POSIX message queues
-# (mq_open, mq_unlink) belong to the uid, not the process, so they would carry state from one completion to the next
-# (the uids are reused). Numbers per architecture; seccomp_data.arch must match, else the process is killed.
-_SECCOMP_BLOCKED = {
-    "x86_64": (0xC000003E, (248, 249, 250, 240, 241)),
-    "aarch64": (0xC00000B7, (217, 218, 219, 180, 181)),
+# Syscalls the candidate may not make (numbers per architecture; seccomp_data.arch must match, else the process is
+# killed). None of them is needed to score a solution:
+# * state that belongs to a uid, not a process, and so would carry from one completion to the next (the uids are
+#   reused): the kernel keyrings (add_key, request_key, keyctl) and POSIX message queues (mq_*);
+# * page-cache probes and eviction, the other way to carry state between runs (a file's pages stay cached after the
+#   run): fadvise64 (DONTNEED), readahead, mincore, cachestat, preadv2/pwritev2 (RWF_NOWAIT), io_uring_*,
+#   madvise(MADV_COLD / MADV_PAGEOUT);
+# * nested namespaces with full capabilities (unshare, setns, clone with a CLONE_NEW* flag; clone3 answers ENOSYS so
+#   that glibc falls back to clone, whose flags a filter can read), setsid (a new session is a new scheduler
+#   autogroup: 31 of them starved a neighbouring run), ptrace, process_vm_readv/writev, userfaultfd, perf_event_open,
+#   bpf, kcmp, pidfd_getfd;
+# * path-based Unix sockets (socket(AF_UNIX, ...): a host daemon's socket stays reachable through a read-only mount;
+#   socketpair stays allowed) and fallocate (FALLOC_FL_KEEP_SIZE bypasses RLIMIT_FSIZE; EOPNOTSUPP makes
+#   posix_fallocate fall back to plain writes, which the limit counts).
+_EPERM, _ENOSYS, _EOPNOTSUPP = 1, 38, 95
+_NS_FLAGS = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+_SECCOMP = {
+    "x86_64": (0xC000003E, {
+        "deny": (248, 249, 250, 240, 241, 242, 243, 244, 245, 425, 426, 427, 221, 187, 27, 451, 327, 328, 272, 308,
+                 112, 101, 310, 311, 323, 298, 321, 312, 438),
+        "enosys": (435,), "clone": 56, "socket": 41, "fallocate": 285, "madvise": 28}),
+    "aarch64": (0xC00000B7, {
+        "deny": (217, 218, 219, 180, 181, 182, 183, 184, 185, 425, 426, 427, 223, 213, 232, 451, 286, 287, 97, 268,
+                 157, 117, 270, 271, 282, 241, 280, 272, 438),
+        "enosys": (435,), "clone": 220, "socket": 198, "fallocate": 47, "madvise": 233}),
 }
+
+
+def _seccomp_program(audit_arch, table):
+    """Classic BPF for the table above: (code, jt, jf, k) tuples, jumps resolved from labels."""
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, kill = 0x7FFF0000, 0x80000000
+    errno = lambda e: 0x00050000 | e  # noqa: E731
+    arg0 = 16  # seccomp_data.args[0], low 32 bits (little-endian)
+    prog = [(ld, "", "", 4), (jeq, "", "KILL", audit_arch), (ld, "", "", 0), (jge, "KILL", "", 0x40000000)]
+    prog += [(jeq, f"E{_EPERM}", "", nr) for nr in table["deny"]]
+    prog += [(jeq, f"E{_ENOSYS}", "", nr) for nr in table["enosys"]]
+    prog += [(jeq, f"E{_EOPNOTSUPP}", "", table["fallocate"]), (jeq, "CLONE", "", table["clone"]),
+             (jeq, "SOCKET", "", table["socket"]), (jeq, "MADVISE", "", table["madvise"]), (ret, "", "", allow)]
+    labels = {"CLONE": len(prog)}
+    prog += [(ld, "", "", arg0), (jset, f"E{_EPERM}", "ALLOW", _NS_FLAGS)]
+    labels["SOCKET"] = len(prog)
+    prog += [(ld, "", "", arg0), (jeq, f"E{_EPERM}", "ALLOW", 1)]  # AF_UNIX
+    labels["MADVISE"] = len(prog)
+    prog += [(ld, "", "", 16 + 8 * 2), (jeq, f"E{_EPERM}", "", 20), (jeq, f"E{_EPERM}", "ALLOW", 21)]  # COLD, PAGEOUT
+    for name, value in (("ALLOW", allow), ("KILL", kill), (f"E{_EPERM}", errno(_EPERM)),
+                        (f"E{_ENOSYS}", errno(_ENOSYS)), (f"E{_EOPNOTSUPP}", errno(_EOPNOTSUPP))):
+        labels[name] = len(prog)
+        prog.append((ret, "", "", value))
+    return [(code, labels[jt] - i - 1 if jt else 0, labels[jf] - i - 1 if jf else 0, k)
+            for i, (code, jt, jf, k) in enumerate(prog)]
 
 
 def _lockdown(dedicated):
     """Before the solution runs: empty this uid's user keyrings if the uid is the sandbox's own (what an older run
-    may have left; never the trainer user's keyrings) and install a seccomp filter that makes the syscalls above fail
-    with EPERM for this process and everything it starts. Returns "seccomp" or why the filter is missing."""
+    may have left; never the trainer user's keyrings) and install the seccomp filter above for this process and
+    everything it starts. Returns "seccomp" or why the filter is missing."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     machine = os.uname().machine
-    arch = _SECCOMP_BLOCKED.get(machine)
+    arch = _SECCOMP.get(machine)
     if arch is not None and dedicated:
-        keyctl = arch[1][2]
+        keyctl = arch[1]["deny"][2]
         for keyring in (-4, -5):  # KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING
             libc.syscall(ctypes.c_long(keyctl), ctypes.c_long(7), ctypes.c_long(keyring))  # KEYCTL_CLEAR
     if arch is None:
@@ -108,12 +152,7 @@ def _lockdown(dedicated):
     class Program(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
 
-    audit_arch, blocked = arch
-    n = len(blocked)
-    # 0 load arch; 1 arch ok? else KILL; 2 load nr; 3 x32 ABI (nr >= 2**30)? KILL; 4.. nr == blocked? ERRNO; ALLOW
-    ops = [(0x20, 0, 0, 4), (0x15, 0, n + 4, audit_arch), (0x20, 0, 0, 0), (0x35, n + 2, 0, 0x40000000)]
-    ops += [(0x15, n - i, 0, nr) for i, nr in enumerate(blocked)]
-    ops += [(0x06, 0, 0, 0x7FFF0000), (0x06, 0, 0, 0x00050000 | 1), (0x06, 0, 0, 0x80000000)]
+    ops = _seccomp_program(*arch)
     table = (Filter * len(ops))(*[Filter(*op) for op in ops])
     program = Program(len(ops), table)
     if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS (required to install a filter without privileges)
