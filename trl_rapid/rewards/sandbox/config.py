@@ -71,6 +71,7 @@ class SandboxConfig:
         sandbox_uid_count: size of that range (how many concurrent workers the machine's sandboxes can have, x2).
         scratch_root: where per-run directories are created (default: the system temp dir).
         shm_mb: size of the private /dev/shm tmpfs in namespace mode.
+        scratch_mb: size of the scratch tmpfs (/tmp and /var/tmp, one filesystem) in namespace mode.
         hidden_paths: extra absolute paths (directories or files) that "namespaces" mode covers with an empty,
             read-only tmpfs (a file: /dev/null) so the solution cannot read them, e.g. dataset, reference or token
             locations (`default_hidden_paths()` are always hidden too: the Hugging Face caches, the trainer's working
@@ -91,6 +92,7 @@ class SandboxConfig:
     sandbox_uid_count: int = 1024
     scratch_root: str | None = None
     shm_mb: int = 64
+    scratch_mb: int = 64
     hidden_paths: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
@@ -109,6 +111,7 @@ class SandboxConfig:
             ("max_open_files", 16, "use at least 16."),
             ("workers", 1, "use at least 1."),
             ("shm_mb", 1, "use at least 1."),
+            ("scratch_mb", 1, "use at least 1."),
         ):
             if not is_int(getattr(self, name)) or getattr(self, name) < least:
                 bad(name, fix)

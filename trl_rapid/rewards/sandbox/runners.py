@@ -9,8 +9,10 @@ sandboxed interpreter cannot import trl_rapid.
   as (position, new value, origin): for a list, origin[i] is the index its i-th item had before the call, or -1.
   A result that is not plain data is answered ("bad_value", id, why). It never sees a test.
 * The verdict runner makes itself non-dumpable, reads the tests and the success token from its own unlinked file,
-  installs one proxy per reported name into the tests' namespace, runs the tests, and writes the token to a file
-  only it holds, or a failure word ("failed", "solution_error", "protocol_error").
+  installs one proxy per reported name into the tests' namespace, runs the tests, and writes the token to a pipe
+  only it holds, or a failure word ("failed", "solution_error", "protocol_error"). Tests that make no more calls
+  may call `__sandbox_release__()` (the MBPP+ programs of `build_tests` do, before comparing outputs): it writes
+  "R" to that pipe and waits for the trainer's "g", sent once every process of the candidate is dead.
 """
 
 from pathlib import Path
@@ -243,8 +245,8 @@ _candidate()
 _VERDICT_MAIN = r'''
 def _verdict():
     import builtins, keyword, sys
-    payload_fd, result_fd, calls_fd, replies_fd, armed_fd = (int(a) for a in sys.argv[1:6])
-    if sys.argv[6] == "1":  # the candidate shares our uid: nobody may read our memory or descriptors
+    payload_fd, result_fd, calls_fd, replies_fd, armed_fd, go_fd = (int(a) for a in sys.argv[1:7])
+    if sys.argv[7] == "1":  # the candidate shares our uid: nobody may read our memory or descriptors
         import ctypes
         if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE = 0
             os._exit(4)
@@ -347,11 +349,26 @@ def _verdict():
             fail_protocol("the candidate reported an impossible change of an argument's type")
 
     counter = [0]
+    released = []
+
+    def release():
+        """No more calls (the tests say so): close the pipes, and wait until the trainer has ended every process of
+        the candidate, so nothing the tests do next (compare outputs, fail, write the verdict) can be timed by it."""
+        if released:
+            return
+        released.append(True)
+        os.close(calls_fd)
+        os.close(replies_fd)
+        os.write(result_fd, b"R")
+        if os.read(go_fd, 1) != b"g":
+            os._exit(5)  # the trainer could not end the candidate's processes: no verdict
 
     def make_proxy(name):
         def proxy(*args, **kwargs):
             if broken:
                 raise SandboxProtocolError(broken[0])
+            if released:
+                raise RuntimeError(f"{name}() was called after __sandbox_release__()")
             counter[0] += 1
             call_id = counter[0]
             try:
@@ -417,6 +434,7 @@ def _verdict():
     sys.modules["__main__"] = main
     sys.argv = ["tests"]
     namespace = main.__dict__
+    namespace["__sandbox_release__"] = release
     for name in first[1]:
         # No built-in (set, zip, isinstance...) or dunder can be shadowed; names the tests define replace the proxy.
         if (name.isidentifier() and not keyword.iskeyword(name) and not hasattr(builtins, name)
@@ -447,13 +465,26 @@ CANDIDATE_SOURCE = CODEC_SOURCE + _LIMITS + _READ_ALL + _CANDIDATE_MAIN
 VERDICT_SOURCE = CODEC_SOURCE + _LIMITS + _READ_ALL + _VERDICT_MAIN
 
 # Run by /bin/sh as PID 1 of the new namespaces (still privileged there), then replaced by the interpreter.
-# "$1" scratch dir, "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
+# "$1" scratch dir, "$3" "<shm_mb>:<scratch_mb>", "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
 # interpreter's own tree when it lives under /tmp or /var/tmp ("" otherwise), "$7"/"$9" the "<mode> <path>" lines to
 # hide before/after "$8", the interpreter's trees (one per line) that those of "$7" cover.
 NS_SCRIPT = r"""
 set -e
-s="$1"; u="$2"; shm_mb="$3"; mount_bin="$4"; setpriv_bin="$5"; keep="$6"; hide_outer="$7"; keep_trees="$8"
-hide_inner="$9"; shift 9
+s="$1"; u="$2"; shm_mb="${3%%:*}"; scratch_mb="${3#*:}"; mount_bin="$4"; setpriv_bin="$5"; keep="$6"
+hide_outer="$7"; keep_trees="$8"; hide_inner="$9"; shift 9
+# The scratch directory is a tmpfs of its own, scratch_mb MiB in all (fallocate cannot exceed it either), in this
+# namespace only: nothing the program writes reaches the host's disk.
+"$mount_bin" -t tmpfs -o "size=${scratch_mb}m,mode=0700,nosuid,nodev${u:+,uid=$u,gid=$u}" tmpfs "$s"
+# A minimal /dev: null, zero, random, urandom (bound from the host's), the /proc/self/fd links, a private shm and
+# mqueue; no terminal, no other device.
+d="$s/.dev"
+mkdir "$d"
+"$mount_bin" -t tmpfs -o size=64k,mode=0755,nosuid,noexec tmpfs "$d"
+for n in null zero random urandom; do : > "$d/$n"; "$mount_bin" --bind "/dev/$n" "$d/$n"; done
+ln -s /proc/self/fd "$d/fd"; ln -s /proc/self/fd/0 "$d/stdin"; ln -s /proc/self/fd/1 "$d/stdout"
+ln -s /proc/self/fd/2 "$d/stderr"; mkdir "$d/shm" "$d/mqueue"
+"$mount_bin" --move "$d" /dev
+rmdir "$d"
 stash=/dev/shm/.trl-rapid-keep
 # Hide each "<mode> <ro|rw> <path>" line: an empty tmpfs over a directory ("rw" only while interpreter trees are bound
 # back into it; the loop below makes it read-only), /dev/null over a file.
@@ -471,9 +502,10 @@ if [ -n "$keep" ]; then
   mkdir -p "$s/$rel" && "$mount_bin" --bind "$keep" "$s/$rel"
 fi
 [ -d /var/tmp ] && "$mount_bin" --rbind "$s" /var/tmp
-[ -d /dev/shm ] && "$mount_bin" -t tmpfs -o "size=${shm_mb}m,mode=1777,nosuid,nodev" tmpfs /dev/shm
+"$mount_bin" -t tmpfs -o "size=${shm_mb}m,mode=1777,nosuid,nodev" tmpfs /dev/shm
 # A private POSIX message queue filesystem (the IPC namespace is private; a mount would still show the host's).
-[ -d /dev/mqueue ] && "$mount_bin" -t mqueue -o nosuid,nodev,noexec mqueue /dev/mqueue 2>/dev/null || true
+"$mount_bin" -t mqueue -o nosuid,nodev,noexec mqueue /dev/mqueue 2>/dev/null || true
+"$mount_bin" -o remount,bind,ro,nosuid,noexec /dev 2>/dev/null || true
 # The interpreter's trees that a hidden directory covers: set aside (in the private /dev/shm) first, bound back
 # once it is hidden.
 if [ -n "$keep_trees" ]; then
