@@ -448,3 +448,345 @@ def test_page_cache_probes_nested_namespaces_and_host_sockets_are_refused(isolat
     refused = {k: v for k, v in got.items() if k not in allowed and v == "ok"}
     assert not refused, f"allowed to the candidate: {refused} (all: {got})"
     assert got["fallocate_keep_size"] == os.strerror(95), got  # EOPNOTSUPP: posix_fallocate writes instead
+
+
+# --- Class 1: the verdict tells the candidate nothing: every test is called, in a new random order each run --------
+
+RECORDER = fenced('''
+import os
+def is_not_prime(n):
+    os.write(1, (repr(n) + "\\n").encode())   # what the candidate sees: the calls, one per line
+    return "wrong"                            # fails every test, the first one included
+''')
+
+
+@pytest.mark.parametrize("isolation", MODES)
+def test_every_test_is_called_whatever_fails_in_a_new_order_each_run(isolation):
+    """Before, the verdict stopped at the first failing test, so a candidate learnt which test it died on (one bit
+    per run, carried through the page cache: a fixed completion reached 1.0 after 9 runs). Now every base assert and
+    every "plus" input is called whatever happens, in an order drawn per run."""
+    row = ROWS[3]
+    expected = len(row["test_list"]) + len(re.search(r"^inputs = (.*)$", row["test"], re.M).group(1).split("], ["))
+    box = reward_for(isolation).sandbox
+    program = build_tests(row["test_list"], row["test"], row["test_imports"])
+    orders = []
+    for _ in range(3):
+        result = box.run(RECORDER.split("\n", 1)[1].rsplit("```", 1)[0], program)
+        assert result.status == "failed", result
+        orders.append(result.stdout_tail.split())
+    assert all(len(order) == expected for order in orders), (expected, orders)  # was 1: it stopped at the first
+    assert sorted(orders[0]) == sorted(orders[1]) == sorted(orders[2])
+    assert len({tuple(order) for order in orders}) > 1, "the same order in every run"
+
+
+def test_outputs_are_compared_only_once_the_candidate_is_dead():
+    """A completion whose child process outlives the last call would time the comparisons (how many outputs were
+    inexact). The candidate's processes are killed before any comparison runs."""
+    row = ROWS[17]
+    spy = textwrap.dedent('''
+        import os, time
+        _r, _w = os.pipe()
+        if os.fork() == 0:            # a child that keeps writing a heartbeat after the last call
+            while True:
+                os.write(1, b".")
+                time.sleep(0.001)
+        def square_perimeter(a):
+            return 4 * a
+    ''')
+    program = build_tests(row["test_list"], row["test"], row["test_imports"])
+    assert "__sandbox_release__" in program
+    box = reward_for(any_mode()).sandbox
+    result = box.run(spy, program.replace("assertion(out, exp, 0)", "__import__('time').sleep(0.3)\n    assertion(out, exp, 0)", 1))
+    assert result.passed, result
+    # the comparisons slept 0.3 s each: a living child would have written hundreds of heartbeats meanwhile
+    assert len(result.stdout_tail) < 150, len(result.stdout_tail)
+
+
+# --- Class 2: shapes and nesting before np.allclose ----------------------------------------------------------------
+
+def _plus_script(name: str, inputs: list, results: list) -> str:
+    helper = ROWS[139]["test"][: ROWS[139]["test"].index("inputs = ")]
+    return (helper + f"inputs = {inputs!r}\nresults = {results!r}\n"
+            f"for i, (inp, exp) in enumerate(zip(inputs, results)):\n    assertion({name}(*inp), exp, 0)\n")
+
+
+def test_broadcastable_shapes_are_not_close():
+    """np.allclose broadcasts: `[[1.5, 3.0], [1.5, 3.0]]` is "close" to `[1.5, 3.0]` and `[[2.0]]` to `[[2.0, 2.0]]`;
+    evalplus's type and top-level length checks let both through. Shapes must match exactly."""
+    test = _plus_script("halve", [[[3.0, 6.0]], [[4.0, 4.0]]], [[1.5, 3.0], [2.0, 2.0]])
+    nested = _plus_script("pair", [[2.0]], [[[2.0, 2.0]]])
+    cases = [
+        ("def halve(xs):\n    return [[x / 2 for x in xs]] * len(xs)", test, 0.0),  # was 1.0
+        ("def pair(x):\n    return [[x]]", nested, 0.0),  # was 1.0
+        ("def halve(xs):\n    return [x / 2 + 1e-9 for x in xs]", test, 1.0),  # close, right shape: still passes
+        ("def pair(x):\n    return [[x, x]]", nested, 1.0),
+    ]
+    rewards, statuses = score(reward_for(any_mode(), "plus"), [fenced(c) for c, _, _ in cases],
+                              test=[t for _, t, _ in cases], test_list=[[]] * 4, test_imports=[[]] * 4)
+    assert rewards == [e for _, _, e in cases], statuses
+
+
+# --- Class 3 (host Unix sockets) and 4 (host /dev) -----------------------------------------------------------------
+
+def test_host_unix_sockets_are_unreachable():
+    import socket
+    import threading
+    directory = next((d for d in ("/run", "/var/run", "/opt", "/srv") if os.access(d, os.W_OK)), None)
+    if directory is None:
+        pytest.skip("no writable directory outside the hidden paths for a host socket")
+    path = os.path.join(directory, f"trl-rapid-redteam-{os.getpid()}.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    os.chmod(path, 0o777)
+    server.listen(8)
+    server.settimeout(0.2)
+    got = []
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                got.append(conn.recv(64))
+            except OSError:
+                pass
+
+    stop = threading.Event()
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    probe = textwrap.dedent(f'''
+        import socket
+        try:
+            s = socket.socket(socket.AF_UNIX); s.connect({path!r}); s.send(b"ESCAPED"); print("CONNECTED")
+        except OSError as exc:
+            print(type(exc).__name__)
+        def f():
+            return 1
+    ''')
+    try:
+        results = [reward_for(mode).sandbox.run(probe, "assert f() == 1\n") for mode in MODES]
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+        os.unlink(path)
+    assert all(r.passed for r in results), results
+    assert got == [] and not any("CONNECTED" in r.stdout_tail for r in results), (got, results)
+
+
+@needs_namespaces
+def test_dev_holds_only_null_zero_random_urandom():
+    probe = textwrap.dedent('''
+        import os, stat
+        devices = sorted(n for n in os.listdir("/dev") if stat.S_ISCHR(os.lstat("/dev/" + n).st_mode))
+        print(" ".join(devices))
+        for n in ("tty", "console", "ptmx", "kmsg", "mem", "vda"):
+            try:
+                os.close(os.open("/dev/" + n, os.O_RDWR)); print("OPENED", n)
+            except OSError:
+                pass
+        assert open("/dev/urandom", "rb").read(4) and open("/dev/zero", "rb").read(2) == b"\\0\\0"
+        open("/dev/null", "w").write("x")
+        def f():
+            return 1
+    ''')
+    result = reward_for("namespaces").sandbox.run(probe, "assert f() == 1\n")
+    assert result.passed, result
+    assert result.stdout_tail.split() == ["null", "random", "urandom", "zero"], result.stdout_tail
+
+
+# --- Class 5: fallocate, a full scratch filesystem ----------------------------------------------------------------
+
+FILLER = textwrap.dedent('''
+    import ctypes, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open("huge", os.O_CREAT | os.O_WRONLY)
+    print("fallocate", libc.fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(8 << 30)), ctypes.get_errno())
+    for n in range(10000):
+        try:
+            with open(f"fill{n}", "wb") as fh:
+                fh.write(b"x" * ((1 << 20) - 1))
+        except OSError:
+            break
+    print("files", n)
+    def f():
+        return 1
+''')
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="mounts a small tmpfs as the scratch root")
+@pytest.mark.parametrize("isolation", MODES)
+def test_a_program_filling_the_scratch_fs_cannot_zero_its_neighbours(isolation, tmp_path):
+    import subprocess
+    root = tmp_path / "small"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(root)], check=True)
+    try:
+        os.chmod(root, 0o755)
+        box = Sandbox(SandboxConfig(isolation=isolation, workers=2, scratch_root=str(root), timeout_s=20.0))
+        good = "def f():\n    return 1\n"
+        results = box.run_many([(FILLER, "assert f() == 1\n")] + [(good, "assert f() == 1\n")] * 6)
+        box.close()
+        wait_for_cleanup()
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+    assert [r.status for r in results[1:]] == ["passed"] * 6, results  # was 0 of 8: no room for their verdicts
+    assert "fallocate -1 95" in results[0].stdout_tail, results[0]  # KEEP_SIZE went past RLIMIT_FSIZE
+
+
+# --- Class 6: 31 children in new sessions starve a neighbour ------------------------------------------------------
+
+def test_a_swarm_of_busy_children_does_not_starve_a_neighbour():
+    swarm = textwrap.dedent('''
+        import os
+        for _ in range(31):
+            if os.fork() == 0:
+                try:
+                    os.setsid()
+                except OSError:
+                    pass
+                while True:
+                    pass
+        def f():
+            import time
+            time.sleep(60)  # the run lasts until its timeout, and its children spin all along
+    ''')
+    # An honest neighbour that needs 1 s of CPU (its process's CPU time, whatever the machine's load).
+    busy = "import time\ndef f():\n    while time.process_time() < 1.0:\n        pass\n    return 1\n"
+    box = Sandbox(SandboxConfig(isolation=any_mode(), workers=2, timeout_s=10.0, max_processes=40))
+    try:
+        for attempt in range(2):  # the machine may be busy with others: the second try must not be needed often
+            results = box.run_many([(swarm, "assert f() == 1\n"), (busy, "assert f() == 1\n")])
+            if results[1].passed:
+                break
+    finally:
+        box.close()
+    assert results[1].passed, results  # timed out before: 2 of 33 scheduler groups left it ~0.06 of a core (16 s for 1 s of CPU)
+
+
+# --- Class 7: a flood of System V IPC objects ---------------------------------------------------------------------
+
+@needs_rlimits
+def test_rlimits_sysv_ipc_flood_is_private_to_the_run():
+    import time
+    flood = textwrap.dedent('''
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        made = sum(libc.semget(0, 1, 0o1000 | 0o600) >= 0 for _ in range(3000))
+        made += sum(libc.msgget(0, 0o1000 | 0o600) >= 0 for _ in range(3000))
+        print(made, os.readlink("/proc/self/ns/ipc"))
+        def f():
+            return 1
+    ''')
+    box = reward_for("rlimits").sandbox
+    start = time.monotonic()
+    result = box.run(flood, "assert f() == 1\n")
+    elapsed = time.monotonic() - start
+    assert result.passed, result
+    made, namespace = result.stdout_tail.split()
+    assert int(made) > 1000 and namespace != os.readlink("/proc/self/ns/ipc"), result.stdout_tail  # was the host's
+    for kind in ("sem", "msg"):
+        with open(f"/proc/sysvipc/{kind}") as fh:
+            header, *rows = [line.split() for line in fh]
+        assert not [r for r in rows if int(r[header.index("uid")]) in box.uids]
+    assert elapsed < 60, elapsed  # 6,000 `ipcrm` runs took minutes
+
+
+# --- Class 8: the trainer as PID 1 (or a subreaper) inherits the run's orphans ------------------------------------
+
+AS_REAPER = textwrap.dedent('''
+    import ctypes, sys
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come to us, as to PID 1 in a container
+    from trl_rapid.rewards.sandbox import Sandbox, SandboxConfig
+    box = Sandbox(SandboxConfig(isolation=sys.argv[1], workers=1, timeout_s=5.0))
+    orphaner = (
+        "import os, signal, time\\n"
+        "if os.fork() == 0:\\n    time.sleep(30)\\n    os._exit(0)\\n"
+        "os.kill(os.getppid(), signal.SIGKILL)\\n"  # rlimits: its supervisor; namespaces: refused/none
+        "def f():\\n    return 1\\n"
+    )
+    statuses = [box.run(orphaner, "assert f() == 1\\n").status]
+    statuses += [box.run("def f():\\n    return 1\\n", "assert f() == 1\\n").status for _ in range(3)]
+    print(" ".join(statuses))
+''')
+
+
+@pytest.mark.parametrize("isolation", MODES)
+def test_orphans_inherited_by_the_trainer_are_reaped(isolation):
+    import subprocess
+    import sys
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", AS_REAPER, isolation], capture_output=True, text=True, timeout=240,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[1:] == ["passed"] * 3, out.stdout + out.stderr[-2000:]  # were "error" for good
+
+
+# --- Class 9: honest output past 1 MiB, one memory bound per run, the OOM killer's first pick -----------------------
+
+@pytest.mark.parametrize("isolation", MODES)
+def test_honest_code_printing_a_lot_still_passes(isolation):
+    chatty = "for i in range(200000):\n    print('progress', i)\ndef f():\n    return 1\n"
+    result = reward_for(isolation).sandbox.run(chatty, "assert f() == 1\n")
+    assert result.passed, result  # 2.6 MB on stdout: was killed by RLIMIT_FSIZE (SIGXFSZ)
+    assert result.stdout_tail.endswith("progress 199999\n")
+
+
+@pytest.mark.parametrize("isolation", MODES)
+def test_memory_is_bounded_per_run_and_sandbox_processes_go_first_when_out_of_memory(isolation):
+    box = Sandbox(SandboxConfig(isolation=isolation, workers=1, memory_mb=1024, timeout_s=20.0))
+    hog = textwrap.dedent('''
+        import os, time
+        print("oom_score_adj", open("/proc/self/oom_score_adj").read().strip(), flush=True)
+        pids = []
+        for _ in range(4):
+            pid = os.fork()
+            if pid == 0:
+                block = bytearray(400 << 20)
+                for i in range(0, len(block), 4096):
+                    block[i] = 1
+                os.write(1, b"HELD\\n")
+                time.sleep(2)
+                os._exit(0)
+            pids.append(pid)
+        for pid in pids:
+            os.waitpid(pid, 0)
+        def f():
+            return 1
+    ''')
+    try:
+        if getattr(box, "_cgroups", "before") is None:
+            pytest.skip("no per-run cgroups here: memory is bounded per process only (documented)")
+        result = box.run(hog, "assert f() == 1\n")
+    finally:
+        box.close()
+    assert "oom_score_adj 1000" in result.stdout_tail, result
+    assert result.stdout_tail.count("HELD") < 3, result  # 4 x 400 MiB held at once with memory_mb=1024 before
+
+
+def test_honest_exceptions_keep_their_built_in_base_and_arguments():
+    solution = textwrap.dedent('''
+        class InvalidInput(ValueError):
+            pass
+        def check(n):
+            if n < 0:
+                raise InvalidInput("negative")
+            return n
+        def lookup(d, k):
+            return d[k]
+    ''')
+    tests = textwrap.dedent('''
+        try:
+            check(-1)
+        except ValueError as exc:
+            assert str(exc) == "negative"
+        else:
+            raise AssertionError("no ValueError")
+        try:
+            lookup({}, ("a", 1))
+        except KeyError as exc:
+            assert exc.args == (("a", 1),), exc.args
+        else:
+            raise AssertionError("no KeyError")
+    ''')
+    result = reward_for(any_mode()).sandbox.run(solution, tests)
+    assert result.passed, result  # was CandidateError / KeyError("('a', 1)")

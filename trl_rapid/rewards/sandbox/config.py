@@ -55,9 +55,11 @@ class SandboxConfig:
     Attributes:
         timeout_s: wall-clock seconds per program (both interpreters' start-up included). `RLIMIT_CPU` is set to
             `ceil(timeout_s) + 1` CPU seconds for each of the two processes.
-        memory_mb: address-space limit (`RLIMIT_AS`) in MiB of each process. Python + numpy need ~300 MiB.
-        max_processes: `RLIMIT_NPROC` (processes and threads) of each sandbox uid.
-        max_output_bytes: `RLIMIT_FSIZE`: the most bytes a process can write to stdout, stderr or any one file.
+        memory_mb: address-space limit (`RLIMIT_AS`) in MiB of each process and, where per-run cgroups can be made,
+            the memory bound of all the candidate's processes together. Python + numpy need ~300 MiB.
+        max_processes: `RLIMIT_NPROC` (processes and threads) of each sandbox uid, and the run's cgroup pids limit.
+        max_output_bytes: `RLIMIT_FSIZE`: the most bytes a process can write to any one file (stdout and stderr are
+            pipes, drained and truncated, never a failure).
         max_open_files: `RLIMIT_NOFILE`.
         workers: completions scored in parallel (threads, each driving one candidate + one verdict process).
         isolation: "auto" (namespaces if a probe run works; else rlimits, as root only, or as non-root with
@@ -159,4 +161,4 @@ class ExecutionResult:
     duration_s: float
     stdout_tail: str = ""  # the candidate's stdout (what the solution printed)
     stderr_tail: str = ""  # the candidate's stderr
-    verdict_tail: str = ""  # the verdict process's stderr (which test failed, protocol errors)
+    verdict_tail: str = ""  # the verdict process's output (how many tests failed, protocol errors)

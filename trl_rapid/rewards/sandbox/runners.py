@@ -217,11 +217,20 @@ def _candidate():
                 raise NameError(f"name {name!r} is not defined")
             reply = ["ok", call_id, fn(*args, **kwargs)]
         except BaseException as exc:
+            # The nearest built-in class (a solution's `class Invalid(ValueError)` crosses as ValueError), and the
+            # exception's arguments when they are small plain data (`KeyError('a').args == ('a',)`), else its text.
+            kind = next((c.__name__ for c in type(exc).__mro__ if getattr(builtins, c.__name__, None) is c),
+                        type(exc).__name__)
             try:
-                message = str(exc)[:1000]
+                message = exc.args if type(exc.args) is tuple and len(repr(_to_wire(exc.args))) <= 1000 else ""
             except BaseException:
                 message = ""
-            reply = ["raise", call_id, type(exc).__name__, message]
+            if message == "":
+                try:
+                    message = str(exc)[:1000]
+                except BaseException:
+                    message = ""
+            reply = ["raise", call_id, kind, message]
         mutated = []
         try:
             for pos, arg in positions:
@@ -281,10 +290,11 @@ def _verdict():
         raise SandboxProtocolError(why)
 
     def exception_for(type_name, message):
+        """The built-in exception `type_name` with the candidate's arguments (a tuple) or message (a str)."""
         cls = getattr(builtins, type_name, None) if type(type_name) is str else None
         if isinstance(cls, type) and issubclass(cls, Exception) and cls not in (StopIteration, StopAsyncIteration):
             try:
-                return cls(message)
+                return cls(*message) if type(message) is tuple else cls(message)
             except Exception:
                 pass
         return CandidateError(f"{type_name}: {message}")
@@ -405,7 +415,7 @@ def _verdict():
                     fail_protocol("out-of-protocol mutation report")
             if kind == "ok":
                 return reply[2]
-            raise exception_for(reply[2], reply[3] if type(reply[3]) is str else "")
+            raise exception_for(reply[2], reply[3] if type(reply[3]) in (str, tuple) else "")
 
         proxy.__name__ = proxy.__qualname__ = name
         return proxy
@@ -477,14 +487,18 @@ hide_outer="$7"; keep_trees="$8"; hide_inner="$9"; shift 9
 "$mount_bin" -t tmpfs -o "size=${scratch_mb}m,mode=0700,nosuid,nodev${u:+,uid=$u,gid=$u}" tmpfs "$s"
 # A minimal /dev: null, zero, random, urandom (bound from the host's), the /proc/self/fd links, a private shm and
 # mqueue; no terminal, no other device.
+# (Staged in the scratch tmpfs first: a user namespace may not move a mount onto /dev.)
 d="$s/.dev"
 mkdir "$d"
-"$mount_bin" -t tmpfs -o size=64k,mode=0755,nosuid,noexec tmpfs "$d"
 for n in null zero random urandom; do : > "$d/$n"; "$mount_bin" --bind "/dev/$n" "$d/$n"; done
-ln -s /proc/self/fd "$d/fd"; ln -s /proc/self/fd/0 "$d/stdin"; ln -s /proc/self/fd/1 "$d/stdout"
-ln -s /proc/self/fd/2 "$d/stderr"; mkdir "$d/shm" "$d/mqueue"
-"$mount_bin" --move "$d" /dev
-rmdir "$d"
+"$mount_bin" -t tmpfs -o size=64k,mode=0755,nosuid,noexec tmpfs /dev
+for n in null zero random urandom; do
+  : > "/dev/$n"; "$mount_bin" --bind "$d/$n" "/dev/$n"; "${mount_bin%/mount}/umount" "$d/$n" || true
+  rm -f "$d/$n"
+done
+rmdir "$d" 2>/dev/null || true
+ln -s /proc/self/fd /dev/fd; ln -s /proc/self/fd/0 /dev/stdin; ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr; mkdir /dev/shm /dev/mqueue
 stash=/dev/shm/.trl-rapid-keep
 # Hide each "<mode> <ro|rw> <path>" line: an empty tmpfs over a directory ("rw" only while interpreter trees are bound
 # back into it; the loop below makes it read-only), /dev/null over a file.
