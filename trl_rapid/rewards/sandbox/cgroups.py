@@ -79,6 +79,8 @@ class RunCgroups:
                 problems.append(f"{exc.strerror or exc}: {exc.filename or ''}")
                 continue
             if parents:
+                for parent in parents:
+                    cls._remove_stale(os.path.dirname(parent))
                 groups = cls(parents, version, memory_bytes, max_processes)
                 try:  # a trial run: create, enter (from a child), remove
                     groups.remove(groups.create("probe"))
@@ -128,6 +130,26 @@ class RunCgroups:
                 raise
             parents.append(parent)
         return parents, 1
+
+    @staticmethod
+    def _remove_stale(base: str) -> None:
+        """Remove the (empty) parents left in `base` by sandboxes of processes that no longer exist."""
+        try:
+            names = [n for n in os.listdir(base) if n.startswith("trl-rapid-sandbox-")]
+        except OSError:
+            return
+        for name in names:
+            pid = name.split("-")[3] if name.count("-") >= 4 else ""
+            if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+                continue
+            parent = os.path.join(base, name)
+            try:
+                for child in os.listdir(parent):
+                    if os.path.isdir(os.path.join(parent, child)):
+                        os.rmdir(os.path.join(parent, child))
+                os.rmdir(parent)
+            except OSError:
+                pass
 
     def create(self, token: str) -> list[str]:
         """The cgroup directories of one run, limits set."""

@@ -127,8 +127,10 @@ class SandboxConfig:
             bad("sandbox_uid_count", f"use at least 2 * workers = {2 * self.workers}, e.g. 1024.")
         if not is_int(self.sandbox_uid_base) or not 1000 <= self.sandbox_uid_base <= 2**31 - 2 - self.sandbox_uid_count:
             bad("sandbox_uid_base", "use an unused uid range >= 1000, e.g. 61000.")
-        if self.scratch_root is not None and not os.path.isdir(self.scratch_root):
-            bad("scratch_root", "use an existing directory or None for the system temp dir.")
+        if self.scratch_root is not None and (not os.path.isdir(self.scratch_root) or any(
+                c.isspace() or c == "\\" for c in self.scratch_root)):
+            bad("scratch_root", "use an existing directory (no whitespace or backslash in its path: it goes into an "
+                                "fstab) or None for the system temp dir.")
         if isinstance(self.hidden_paths, str) or not all(
             isinstance(p, str) and os.path.isabs(p) and "\n" not in p and os.path.normpath(p) not in SYSTEM_PATHS
             for p in self.hidden_paths

@@ -354,7 +354,7 @@ class Sandbox:
             if not self.is_root:
                 ns = ["--user", "--map-root-user", *ns]
             argv = [self._unshare, *ns, "--", self._sh, "-c", NS_SCRIPT, "sh", str(scratch),
-                    "" if uid is None else str(uid), f"{cfg.shm_mb}:{cfg.scratch_mb}", self._mount, self._setpriv,
+                    "" if uid is None else str(uid), f"{cfg.shm_mb}:{cfg.scratch_mb}:{1 if hide else 0}", self._mount, self._setpriv,
                     tree_under_tmp(cfg.python), *(self._hide if hide else ("", "", "")), *program]
         elif uid is not None and self._setpriv is not None:
             # setpriv resolves the interpreter path before the kernel drops its capabilities at exec, so an

@@ -475,30 +475,39 @@ CANDIDATE_SOURCE = CODEC_SOURCE + _LIMITS + _READ_ALL + _CANDIDATE_MAIN
 VERDICT_SOURCE = CODEC_SOURCE + _LIMITS + _READ_ALL + _VERDICT_MAIN
 
 # Run by /bin/sh as PID 1 of the new namespaces (still privileged there), then replaced by the interpreter.
-# "$1" scratch dir, "$3" "<shm_mb>:<scratch_mb>", "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
+# "$1" scratch dir, "$3" "<shm_mb>:<scratch_mb>:<1: a minimal /dev of its own>", "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
 # interpreter's own tree when it lives under /tmp or /var/tmp ("" otherwise), "$7"/"$9" the "<mode> <path>" lines to
 # hide before/after "$8", the interpreter's trees (one per line) that those of "$7" cover.
 NS_SCRIPT = r"""
 set -e
-s="$1"; u="$2"; shm_mb="${3%%:*}"; scratch_mb="${3#*:}"; mount_bin="$4"; setpriv_bin="$5"; keep="$6"
-hide_outer="$7"; keep_trees="$8"; hide_inner="$9"; shift 9
+s="$1"; u="$2"; shm_mb="${3%%:*}"; rest="${3#*:}"; scratch_mb="${rest%%:*}"; own_dev="${rest#*:}"; mount_bin="$4"
+setpriv_bin="$5"; keep="$6"; hide_outer="$7"; keep_trees="$8"; hide_inner="$9"; shift 9
 # The scratch directory is a tmpfs of its own, scratch_mb MiB in all (fallocate cannot exceed it either), in this
 # namespace only: nothing the program writes reaches the host's disk.
 "$mount_bin" -t tmpfs -o "size=${scratch_mb}m,mode=0700,nosuid,nodev${u:+,uid=$u,gid=$u}" tmpfs "$s"
-# A minimal /dev: null, zero, random, urandom (bound from the host's), the /proc/self/fd links, a private shm and
-# mqueue; no terminal, no other device.
-# (Staged in the scratch tmpfs first: a user namespace may not move a mount onto /dev.)
-d="$s/.dev"
-mkdir "$d"
-for n in null zero random urandom; do : > "$d/$n"; "$mount_bin" --bind "/dev/$n" "$d/$n"; done
-"$mount_bin" -t tmpfs -o size=64k,mode=0755,nosuid,noexec tmpfs /dev
-for n in null zero random urandom; do
-  : > "/dev/$n"; "$mount_bin" --bind "$d/$n" "/dev/$n"; "${mount_bin%/mount}/umount" "$d/$n" || true
-  rm -f "$d/$n"
-done
-rmdir "$d" 2>/dev/null || true
-ln -s /proc/self/fd /dev/fd; ln -s /proc/self/fd/0 /dev/stdin; ln -s /proc/self/fd/1 /dev/stdout
-ln -s /proc/self/fd/2 /dev/stderr; mkdir /dev/shm /dev/mqueue
+if [ "$own_dev" = 1 ]; then
+  # A minimal /dev (the candidate's): null, zero, random, urandom bound from the host's, a private shm and mqueue; no
+  # terminal, no other device. The nodes are staged in the scratch tmpfs (a user namespace may not move a mount onto
+  # /dev), and each step's mounts are made by one `mount -a` run over a small fstab: one exec each, not one per mount.
+  f="$s/.fstab"
+  for n in null zero random urandom; do : > "$s/.dev-$n"; done
+  { for n in null zero random urandom; do echo "/dev/$n $s/.dev-$n none bind 0 0"; done
+    echo "tmpfs /dev tmpfs size=64k,mode=0755,nosuid,nodev,noexec 0 0"; } > "$f"
+  "$mount_bin" -a -T "$f"
+  [ -c "$s/.dev-null" ] && [ ! -e /dev/tty ]
+  for n in null zero random urandom; do : > "/dev/$n"; done
+  { for n in null zero random urandom; do echo "$s/.dev-$n /dev/$n none bind 0 0"; done
+    # (own source names: `mount -a` skips an entry whose source and target match a mount it sees, the host's)
+    echo "sandbox-shm /dev/shm tmpfs size=${shm_mb}m,mode=1777,nosuid,nodev,X-mount.mkdir 0 0"
+    echo "sandbox-mqueue /dev/mqueue mqueue nosuid,nodev,noexec,X-mount.mkdir 0 0"; } > "$f"
+  "$mount_bin" -a -T "$f" 2>/dev/null || true  # a private mqueue may be refused (mq_* are refused anyway)
+  [ -c /dev/null ] && [ -c /dev/urandom ] && [ -d /dev/shm ]
+  "${mount_bin%/mount}/umount" "$s/.dev-null" "$s/.dev-zero" "$s/.dev-random" "$s/.dev-urandom"
+  rm -f "$f" "$s/.dev-null" "$s/.dev-zero" "$s/.dev-random" "$s/.dev-urandom"
+else  # the verdict process (it runs only the tests): the host's /dev with a private shm and mqueue
+  "$mount_bin" -t tmpfs -o "size=${shm_mb}m,mode=1777,nosuid,nodev" tmpfs /dev/shm
+  "$mount_bin" -t mqueue -o nosuid,nodev,noexec mqueue /dev/mqueue 2>/dev/null || true
+fi
 stash=/dev/shm/.trl-rapid-keep
 # Hide each "<mode> <ro|rw> <path>" line: an empty tmpfs over a directory ("rw" only while interpreter trees are bound
 # back into it; the loop below makes it read-only), /dev/null over a file.
@@ -516,10 +525,6 @@ if [ -n "$keep" ]; then
   mkdir -p "$s/$rel" && "$mount_bin" --bind "$keep" "$s/$rel"
 fi
 [ -d /var/tmp ] && "$mount_bin" --rbind "$s" /var/tmp
-"$mount_bin" -t tmpfs -o "size=${shm_mb}m,mode=1777,nosuid,nodev" tmpfs /dev/shm
-# A private POSIX message queue filesystem (the IPC namespace is private; a mount would still show the host's).
-"$mount_bin" -t mqueue -o nosuid,nodev,noexec mqueue /dev/mqueue 2>/dev/null || true
-"$mount_bin" -o remount,bind,ro,nosuid,noexec /dev 2>/dev/null || true
 # The interpreter's trees that a hidden directory covers: set aside (in the private /dev/shm) first, bound back
 # once it is hidden.
 if [ -n "$keep_trees" ]; then
