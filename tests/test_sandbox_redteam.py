@@ -790,3 +790,12 @@ def test_honest_exceptions_keep_their_built_in_base_and_arguments():
     ''')
     result = reward_for(any_mode()).sandbox.run(solution, tests)
     assert result.passed, result  # was CandidateError / KeyError("('a', 1)")
+
+
+def test_a_tests_script_of_asserts_calls_everything_too():
+    recorder = "import os\ndef double(x):\n    os.write(1, (repr(x) + '\\n').encode())\n    return 0\n"
+    script = "".join(f"assert double({i}) == {2 * i}\n" for i in range(12))
+    tests = build_tests(tests=script)
+    result = reward_for(any_mode()).sandbox.run(recorder, tests)
+    assert result.status == "failed", result
+    assert sorted(map(int, result.stdout_tail.split())) == list(range(12)), result.stdout_tail  # was [0]

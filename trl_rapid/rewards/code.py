@@ -184,6 +184,18 @@ def _is_single_assert(source: str) -> bool:
     return len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert)
 
 
+def _only_asserts_and_imports(script: str) -> list[str] | None:
+    """The top-level statements of a script made only of asserts and imports (e.g. "assert f(1) == 2\nassert ..."),
+    each as source; None for any other script."""
+    try:
+        tree = ast.parse(script)
+    except SyntaxError:
+        return None
+    if not tree.body or not all(isinstance(n, (ast.Assert, ast.Import, ast.ImportFrom)) for n in tree.body):
+        return None
+    return [ast.get_source_segment(script, n) or ast.unparse(n) for n in tree.body]
+
+
 def _run_all_program(asserts: list[str], plus: str | None) -> str:
     """One test program that runs every assert and every "plus" case (see `_RUN_ALL`). Lines that are not a single
     assert (setup) run first, in order; a "plus" script of another shape than MBPP+'s runs as it is, after."""
@@ -224,8 +236,9 @@ def build_tests(
 ) -> str | None:
     """Assemble the test program for one row; None if the row has no tests for `mode`.
 
-    MBPP+ rows (and a `tests` list of asserts) become one program that runs every test whatever the others do, in a
-    random order, and reports pass/fail only (`_RUN_ALL`); a `tests` script runs as it is."""
+    MBPP+ rows (and a `tests` list of asserts, or a script of asserts and imports only) become one program that runs
+    every test whatever the others do, in a random order, and reports pass/fail only (`_RUN_ALL`); any other `tests`
+    script runs as it is."""
     if mode not in _TEST_MODES:
         raise ValueError(f"code reward test_mode={mode!r} is invalid: choose one of {_TEST_MODES}.")
     asserts = [a for a in _as_list(test_list) if a.strip()] if mode in ("all", "base") else []
@@ -234,7 +247,12 @@ def build_tests(
     if asserts or plus:
         return "\n".join([*imports, _run_all_program(asserts, plus)]) + "\n"
     if isinstance(tests, str):
-        return "\n".join([*imports, tests]) + "\n" if tests.strip() else None
+        if not tests.strip():
+            return None
+        statements = _only_asserts_and_imports(tests)
+        if statements is None:  # any other script runs as it is (it may stop at its first failing assert)
+            return "\n".join([*imports, tests]) + "\n"
+        return "\n".join([*imports, _run_all_program(statements, None)]) + "\n"
     listed = [t for t in _as_list(tests) if t.strip()]
     if not listed:
         return None

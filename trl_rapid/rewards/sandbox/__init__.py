@@ -26,7 +26,8 @@ compared and the verdict written. So the candidate sees the same calls whether i
 cannot predict, and never a comparison's timing (a base assert's comparison still runs between two calls: a
 sub-microsecond difference, in a fresh order per run). Before, the tests stopped at the first failure: a candidate
 learnt which test it died on, kept that bit across runs in the host's page cache, and a fixed completion reached 1.0
-after 9 runs. A generic `tests` *script* still runs as written (it may stop at its first failing assert).
+after 9 runs. A `tests` script of asserts and imports only is run the same way; any other generic `tests` script
+still runs as written (it may stop at its first failing assert).
 
 Semantics the tests see, and their limits:
 
