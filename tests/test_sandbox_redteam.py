@@ -619,7 +619,8 @@ def test_a_program_filling_the_scratch_fs_cannot_zero_its_neighbours(isolation, 
     import subprocess
     root = tmp_path / "small"
     root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(root)], check=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(root)]).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (no CAP_SYS_ADMIN)")
     try:
         os.chmod(root, 0o755)
         box = Sandbox(SandboxConfig(isolation=isolation, workers=2, scratch_root=str(root), timeout_s=20.0))
@@ -653,6 +654,10 @@ def test_a_swarm_of_busy_children_does_not_starve_a_neighbour():
     # An honest neighbour that needs 1 s of CPU (its process's CPU time, whatever the machine's load).
     busy = "import time\ndef f():\n    while time.process_time() < 1.0:\n        pass\n    return 1\n"
     box = Sandbox(SandboxConfig(isolation=any_mode(), workers=2, timeout_s=10.0, max_processes=40))
+    autogroups = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if box._cgroups is None and not (autogroups.exists() and autogroups.read_text().strip() == "1"):
+        box.close()
+        pytest.skip("neither per-run cgroups nor scheduler autogroups here: CPU fairness is not enforced (documented)")
     try:
         for attempt in range(2):  # the machine may be busy with others: the second try must not be needed often
             results = box.run_many([(swarm, "assert f() == 1\n"), (busy, "assert f() == 1\n")])
@@ -683,7 +688,13 @@ def test_rlimits_sysv_ipc_flood_is_private_to_the_run():
     elapsed = time.monotonic() - start
     assert result.passed, result
     made, namespace = result.stdout_tail.split()
-    assert int(made) > 1000 and namespace != os.readlink("/proc/self/ns/ipc"), result.stdout_tail  # was the host's
+    import subprocess
+    import sys
+    can_unshare = subprocess.run([sys.executable, "-c", "import ctypes, sys\n"
+                                  "sys.exit(ctypes.CDLL(None).unshare(0x08000000) != 0)"]).returncode == 0
+    assert int(made) > 1000, result.stdout_tail
+    if can_unshare:  # else (no CAP_SYS_ADMIN) the objects are removed after the run, one IPC_RMID call each
+        assert namespace != os.readlink("/proc/self/ns/ipc"), result.stdout_tail  # was the host's
     for kind in ("sem", "msg"):
         with open(f"/proc/sysvipc/{kind}") as fh:
             header, *rows = [line.split() for line in fh]

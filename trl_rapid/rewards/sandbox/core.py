@@ -444,7 +444,10 @@ class Sandbox:
             supervise = "1" if isolation == "rlimits" else "0"
             dedicated = "1" if cand_uid is not None else "0"
             if self._cgroups is not None:
-                cgroup = self._cgroups.create(token)
+                try:
+                    cgroup = self._cgroups.create(token)
+                except OSError as exc:  # the rlimits still bound this run; never zero every run for it
+                    logger.warning("sandbox: no cgroup for this run (%s); per-process limits only", exc)
             candidate = self._spawn(isolation, CANDIDATE_SOURCE, [cand_payload, calls_r, replies_w],
                                     [supervise, dedicated], cand_uid, cand_dir, cand_out_w, cand_err_w, token,
                                     self._preludes[isolation], cgroup=cgroup)
