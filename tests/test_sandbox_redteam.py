@@ -810,3 +810,77 @@ def test_a_tests_script_of_asserts_calls_everything_too():
     result = reward_for(any_mode()).sandbox.run(recorder, tests)
     assert result.status == "failed", result
     assert sorted(map(int, result.stdout_tail.split())) == list(range(12)), result.stdout_tail  # was [0]
+
+
+# --- Class 1, end to end: a fixed completion that learns one answer per run through the host's page cache ----------
+
+PAGE_CACHE_ORACLE = r'''
+import ctypes, os, zlib
+_libc = ctypes.CDLL(None, use_errno=True); _libc.syscall.restype = ctypes.c_long
+_fd = os.open(STORE, os.O_RDONLY)
+os.posix_fadvise(_fd, 0, 0, os.POSIX_FADV_RANDOM) if hasattr(os, "posix_fadvise") else None
+_buf = ctypes.create_string_buffer(1)
+_iov = (ctypes.c_void_p * 2)(ctypes.cast(_buf, ctypes.c_void_p), 1)
+def _get(page):   # cached? (preadv2 RWF_NOWAIT fails with EAGAIN on a page not in the page cache)
+    return _libc.syscall(327, _fd, ctypes.c_long(ctypes.addressof(_iov)), 1, ctypes.c_long(page * 16384), 0, 8) == 1
+def _set(page, bit):
+    if bit:
+        os.pread(_fd, 1, page * 16384)
+    else:
+        try:
+            os.posix_fadvise(_fd, page * 16384, 4096, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+if not _get(255):                       # first run ever: clear the store, then mark it initialised
+    for p in range(255):
+        _set(p, 0)
+    _set(255, 1)
+def _slot(key):
+    return zlib.crc32(key.encode()) % 60
+_last = [_get(200 + i) for i in range(8)]   # has_last, ans, slot (6 bits)
+_PREV = (sum(b << i for i, b in enumerate(_last[2:])), _last[1]) if _last[0] else None
+_pending = None
+def NAME(*args):
+    global _pending
+    if _pending is not None:             # the verdict called again: the previous answer passed
+        _set(3 * _pending[0], 1); _set(3 * _pending[0] + 1, _pending[1])
+    s = _slot(repr(args))
+    if _get(3 * s):
+        ans = _get(3 * s + 1)
+    elif _PREV is not None and _PREV[0] == s:
+        ans = not _PREV[1]
+    else:
+        ans = False
+    _pending = (s, ans)
+    for i, b in enumerate([1, ans] + [(s >> k) & 1 for k in range(6)]):
+        _set(200 + i, b)
+    return ans
+'''
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers of x86_64 in the attack")
+@pytest.mark.parametrize("isolation", MODES)
+def test_a_fixed_completion_cannot_learn_the_answers_through_the_page_cache(isolation):
+    """The bits live in which pages of a world-readable file are cached (set: read the page; clear: fadvise DONTNEED;
+    get: preadv2 RWF_NOWAIT), the feedback in how far the verdict got. On the landed code this completion, with no
+    algorithm, reached reward 1.0 at run 17 of 30 in both modes; now every run scores 0."""
+    parent = next((p for p in ("/opt", "/srv", "/mnt") if os.access(p, os.W_OK)), None)
+    if parent is None:
+        pytest.skip("no writable directory outside the hidden paths for the store file")
+    row = ROWS[3]
+    name = re.search(r"assertion\((\w+)\(\*inp\)", row["test"]).group(1)
+    store = tempfile.NamedTemporaryFile(dir=parent, prefix="trl-rapid-store-", delete=False)
+    try:
+        store.write(os.urandom(5 << 20))
+        store.close()
+        os.chmod(store.name, 0o644)
+        fd = os.open(store.name, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # a clean store
+        os.close(fd)
+        oracle = fenced(f"STORE = {store.name!r}\n" + PAGE_CACHE_ORACLE.replace("NAME", name))
+        runs = 30
+        rewards, statuses = score(reward_for(isolation), [oracle] * runs, **mbpp_columns([3] * runs))
+    finally:
+        os.unlink(store.name)
+    assert rewards == [0.0] * runs, statuses
