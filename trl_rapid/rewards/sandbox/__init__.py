@@ -24,7 +24,7 @@ calls every base assert and every "plus" input whatever the others do, in an ord
 `__sandbox_release__()`: the trainer SIGKILLs every process of the candidate, and only then are the "plus" outputs
 compared and the verdict written. So the candidate sees the same calls whether it passes or fails, in an order it
 cannot predict, and never a comparison's timing (a base assert's comparison still runs between two calls: a
-sub-microsecond difference, in a fresh order per run). Before, the tests stopped at the first failure: a candidate
+difference of a few microseconds, below the pipe's own jitter, in a fresh order per run). Before, the tests stopped at the first failure: a candidate
 learnt which test it died on, kept that bit across runs in the host's page cache, and a fixed completion reached 1.0
 after 9 runs. A `tests` script of asserts and imports only is run the same way; any other generic `tests` script
 still runs as written (it may stop at its first failing assert).
