@@ -103,7 +103,11 @@ def test_build_tests_modes():
     assert base.startswith("import math\n") and "math.isclose" in base and "inputs = " not in base
     assert plus.startswith("import math\n") and "inputs = " in plus and "math.isclose" not in plus
     assert "math.isclose" in both and "inputs = " in both
-    assert build_tests(tests=["assert 1 == 1"]) == "assert 1 == 1\n"
+    assert build_tests(tests="x = 1\nassert x == 1") == "x = 1\nassert x == 1\n"  # a script runs as it is
+    only_asserts = build_tests(tests="import math\nassert f(1) == 2\nassert f(2) == 3")  # ... unless only asserts
+    assert "def _trl_base_1():\n    assert f(2) == 3\n" in only_asserts and only_asserts.startswith("import math\n")
+    listed = build_tests(tests=["assert 1 == 1"])  # a list of asserts: each one runs, whatever the others do
+    assert "def _trl_base_0():\n    assert 1 == 1\n" in listed and "_trl_run_all([_trl_base_0]" in listed
     assert build_tests() is None
     with pytest.raises(ValueError, match="test_mode"):
         build_tests(["assert True"], mode="bogus")

@@ -108,7 +108,10 @@ def test_a_process_still_writing_is_stopped_before_cleanup(sandbox):
     daemon = textwrap.dedent('''
         import os
         if os.fork() == 0:
-            os.setsid()
+            try:
+                os.setsid()
+            except OSError:  # refused by the candidate's seccomp filter now; the daemon keeps going without it
+                pass
             if os.fork() == 0:
                 i = 0
                 while True:

@@ -6,8 +6,8 @@ Two processes per completion, neither of them the trainer:
   callables, then serves calls (function name, args, kwargs) over a pipe and answers with the result, or the
   exception's type name and message. It never sees a test, an expected value or the success token;
 * the **verdict process** runs the tests (MBPP+ base asserts, the "plus" inputs/results loop with numpy, or a generic
-  test script) against proxies of those callables and alone holds the success token, which it writes to a file
-  descriptor only it has, after the last test. Patching `math.isclose`, `numpy.allclose`, `assertEqual`, `exec`,
+  test script) against proxies of those callables and alone holds the success token, which it writes to a pipe
+  only it has, after the last test. Patching `math.isclose`, `numpy.allclose`, `assertEqual`, `exec`,
   `zip`..., walking frames to the token or reading the tests is therefore impossible from the solution: none of them
   live in its process.
 
@@ -18,6 +18,16 @@ proxy cannot reach a comparison. numpy values and subclasses of plain types (nam
 to plain types in the candidate process; anything else (a generator, an instance of a class the solution defines)
 fails that call and the run (status "protocol_error"), as does any out-of-protocol byte, a wrong call id, a reply
 after the candidate's process died, or a mutation report that no real call could produce.
+
+The verdict tells the candidate nothing: MBPP+ rows (and a list of asserts) are run by `build_tests`'s program, which
+calls every base assert and every "plus" input whatever the others do, in an order drawn per run, then calls
+`__sandbox_release__()`: the trainer SIGKILLs every process of the candidate, and only then are the "plus" outputs
+compared and the verdict written. So the candidate sees the same calls whether it passes or fails, in an order it
+cannot predict, and never a comparison's timing (a base assert's comparison still runs between two calls: a
+difference of a few microseconds, below the pipe's own jitter, in a fresh order per run). Before, the tests stopped at the first failure: a candidate
+learnt which test it died on, kept that bit across runs in the host's page cache, and a fixed completion reached 1.0
+after 9 runs. A `tests` script of asserts and imports only is run the same way; any other generic `tests` script
+still runs as written (it may stop at its first failing assert).
 
 Semantics the tests see, and their limits:
 
@@ -31,8 +41,12 @@ Semantics the tests see, and their limits:
   to an immutable argument is a protocol error). Not reproduced: aliasing between arguments (`f(a, a)` gets two
   copies, so a change through one is not seen through the other), identity across calls (a function keeping a
   reference to an argument and changing it later), numpy arrays passed by the tests (not updated in place);
-* the candidate's exceptions are re-raised as the built-in exception of that name (ValueError, KeyError...), or
-  as a `CandidateError` when the type is not built-in or not an `Exception` (SystemExit cannot end the tests);
+* the candidate's exceptions are re-raised as their nearest built-in class (a solution's `class Invalid(ValueError)`
+  arrives as ValueError) with their arguments when these are small plain data (`KeyError(("a", 1)).args` survives),
+  else their text; a `CandidateError` when no built-in `Exception` class is in their MRO (SystemExit cannot end the
+  tests);
+* values cross as plain data only: a `collections.deque`, a generator or a class instance returned by the solution
+  fails the call; more than 100 levels of nesting fail too (`codec.MAX_DEPTH`);
 * classes, instances, generators and module-level non-callables of the solution cannot cross: a test that builds
   the solution's objects (`Pair(1, 2)`) or reads its globals fails. Tests must import what they use themselves
   (MBPP+ does, through `test_imports`);
@@ -46,8 +60,10 @@ Isolation of both processes (`SandboxConfig.isolation`):
 ``"namespaces"`` (chosen by ``"auto"`` when a probe run succeeds): each process in its own
 ``unshare --pid --fork --kill-child --net --ipc --mount --mount-proc``: PID 1 of its own PID namespace (it cannot see
 or signal any process outside, the other process of the run included; when it exits the kernel kills everything it
-forked), no network (no loopback either), private System V IPC and POSIX message queues (and /dev/mqueue), its
-scratch directory bind-mounted over /tmp and /var/tmp, a small private /dev/shm, every other mount but /dev, /proc
+forked), no network (no loopback either), private System V IPC and POSIX message queues (and /dev/mqueue), a
+`scratch_mb` tmpfs of its own over /tmp and /var/tmp (fallocate cannot exceed it; nothing reaches the host's disk),
+a minimal /dev (a tmpfs with null, zero, random, urandom bound from the host's, the /proc/self/fd links, a
+`shm_mb` private /dev/shm and /dev/mqueue: no terminal, no other device, root or not), every other mount but /proc
 and /sys read-only, and the places that may hold datasets, reference solutions or tokens covered by an empty
 read-only tmpfs (`default_hidden_paths()`: the Hugging Face caches, the trainer's working directory and HOME, /root,
 /home; plus `SandboxConfig.hidden_paths` and, from the script, a local dataset file), with the interpreter's own
@@ -58,29 +74,54 @@ namespace is used (`--map-root-user`, every capability dropped before the interp
 ``"rlimits"`` (as root: chosen by "auto" only when namespaces are unavailable): the same limits, timeout, fresh
 environment, scratch directory and two processes, each under its own leased uid, so the candidate cannot read,
 ptrace or signal the verdict process (nor the trainer); the verdict process is also non-dumpable. The candidate's
-parent is a supervisor (a forked copy of the runner) that kills everything of its uid when the program ends. What
-the run's uids hold in the host's /dev/shm (RAM that `RLIMIT_AS` does not count) is checked every 50 ms; past
-`shm_mb` MiB the run is killed and fails.
+parent is a supervisor (a forked copy of the runner) that kills everything of its uid when the program ends. As
+root each process gets its own IPC namespace (`unshare(CLONE_NEWIPC)`: System V objects vanish with it; where that
+is refused, they are removed after the run with one `*ctl(IPC_RMID)` each, no `ipcrm` process). What the run's uids
+hold in the host's /dev/shm (RAM that `RLIMIT_AS` does not count) is checked every 50 ms; past `shm_mb` MiB the run
+is killed and fails.
 
 No state carries from one completion to the next (the uids are reused): besides fresh processes, a deleted scratch
 directory and the sweeps above, the candidate runner, before the solution runs, empties its uid's user and
-user-session keyrings (only a dedicated sandbox uid's, as root) and installs a seccomp filter (x86_64 and aarch64;
-built with ctypes, inherited by all it starts; a 32-bit/x32 syscall kills the process) under which `add_key`,
-`request_key`, `keyctl`, `mq_open` and `mq_unlink` fail with EPERM: the kernel keyrings and POSIX message queues
-belong to a uid, not a process, and a fixed completion could otherwise learn one answer per run from them (an oracle
-search reached reward 1.0 in ~10 runs). On other architectures, or where seccomp is unavailable, only the
-start-of-run clearing applies (the candidate's stderr says so).
+user-session keyrings (only a dedicated sandbox uid's, as root) and installs a seccomp filter (`runners._SECCOMP`;
+x86_64 and aarch64; built with ctypes, inherited by all it starts; a 32-bit/x32 syscall kills the process) under
+which these fail (EPERM unless said): the kernel keyrings and POSIX message queues (`add_key`, `request_key`,
+`keyctl`, `mq_*`: they belong to a uid, not a process); page-cache probes and eviction (`fadvise64`, `readahead`,
+`mincore`, `cachestat`, `preadv2`/`pwritev2`, `io_uring_*`, `madvise(MADV_COLD/MADV_PAGEOUT)`); nested namespaces
+(`unshare`, `setns`, `clone` with any CLONE_NEW* flag; `clone3` answers ENOSYS so glibc falls back to `clone`);
+`setsid` (each new session is a scheduler autogroup: 31 of them starved a neighbour); `ptrace`,
+`process_vm_readv/writev`, `userfaultfd`, `perf_event_open`, `bpf`, `kcmp`, `pidfd_getfd`; `socket(AF_UNIX, ...)`
+(a host daemon's path-based socket is reachable through a read-only mount; `socketpair` stays); `fallocate`
+(EOPNOTSUPP, so `posix_fallocate` falls back to writes that `RLIMIT_FSIZE` counts). On other architectures, or where
+seccomp is unavailable, only the start-of-run clearing applies (the candidate's stderr says so).
+
+What remains of the page-cache channel: a program can still warm a file's pages by reading it and time its own
+reads (cold vs cached) of world-readable files; it can no longer evict pages (DONTNEED, PAGEOUT) or probe them
+without touching them (mincore, cachestat, RWF_NOWAIT, io_uring), so each file is at most one write-once bit until
+the host reclaims memory. That no longer yields a usable channel because there is nothing to store: the candidate
+sees every test input in every run, in a random order, and never learns which output failed (above), so a fixed
+completion has no feedback to accumulate; only the trainer sees the reward.
 
 Common to both: a fresh `python -I -S -B` interpreter per process (`sys.path` and `sys.prefix` as `site` would set
 them are computed once per Sandbox inside the sandbox and set by a prelude; .pth hooks do not run, and `site`'s
 `exit`/`quit`/`help` built-ins do not exist), an environment built from scratch (PATH, LANG,
 HOME, TMPDIR, thread caps and a sweep token; nothing from the trainer's environment), stdin from /dev/null,
-`RLIMIT_CPU/AS/NPROC/FSIZE/NOFILE` and no core dumps, a wall-clock timeout after which both process groups and every
-process carrying the run's sweep token or owning its uids is SIGKILLed, stdout/stderr to files (a short tail is
-read back), and the run directory locked and deleted afterwards, on a background thread, without recursion
+`RLIMIT_CPU/AS/NPROC/FSIZE/NOFILE` and no core dumps, `oom_score_adj` 1000 (the kernel's OOM killer takes a sandbox
+process first), a wall-clock timeout after which both process groups and every process carrying the run's sweep
+token or owning its uids is SIGKILLed, stdout/stderr through pipes the trainer drains as they fill (a tail is kept;
+output past any size is truncated, never a failure: honest code printing megabytes used to score 0), the jobs in
+memfds and the verdict's token on a pipe (no file: a program that fills a disk cannot zero its neighbours' verdicts),
+and the run directory locked and deleted afterwards, on a background thread, without recursion
 (`cleanup.remove_tree`: unbounded depth, mode-000 directories, any file name; `wait_for_cleanup()` blocks until done,
 and runs at interpreter exit). Any failure while scoring one completion returns status "error" for it; no
 exception leaves `Sandbox.run`.
+
+Per-run cgroups (`cgroups.py`, where they can be made: as root with cgroup v1 or v2, or in a delegated v2 subtree):
+the candidate's processes share one `memory_mb` bound (swap included; before, 32 processes could each take
+`memory_mb`: 5.4 GiB with 2048), one `max_processes` pids limit and one CPU share, so a swarm of busy children takes one
+run's share from its neighbours, not 31 (without cgroups, the refused `setsid` keeps them in one scheduler
+autogroup where the kernel has autogroups). Orphans the trainer inherits (it is PID 1 in a container, or a
+subreaper) are reaped by the sandbox's sweeps, so a killed supervisor no longer leaves zombies that mark its slot
+busy for good.
 
 Concurrent trainers: as root each `Sandbox` leases `2 * workers` uids from [sandbox_uid_base, +sandbox_uid_count)
 with one `flock`ed lock file per uid in /run/trl-rapid-sandbox-uids (freed by the kernel when the process dies; the
@@ -109,8 +150,12 @@ What is NOT enforced (be explicit when deploying):
 * "namespaces": world-readable files outside the hidden paths (and, without root, the user's own files there) stay
   readable (hide dataset copies and an output_dir outside the working directory with `hidden_paths`); /sys and /dev keep
   their flags (writes there need privileges the programs lack); a mount whose flags a user namespace cannot
-  preserve stays as it was (remounting is best effort); /dev/shm memory is bounded by `shm_mb`, not `RLIMIT_AS`;
-  disk use in the scratch directory is bounded per file by `RLIMIT_FSIZE`, not in total (no quota).
+  preserve stays as it was (remounting is best effort); /dev/shm and the scratch tmpfs are bounded by `shm_mb` and
+  `scratch_mb` (RAM, counted by the run's memory cgroup where there is one, not by `RLIMIT_AS`).
+* Without per-run cgroups (non-root without a delegated cgroup v2 subtree) memory is bounded per process
+  (`RLIMIT_AS`), i.e. up to `max_processes` x `memory_mb` for a run, and CPU fairness rests on autogroups.
+* "rlimits" keeps the host's /dev (as a dedicated uid without a controlling terminal, the terminals are not
+  reachable) and the host's disk for its scratch directory (bounded per file by `RLIMIT_FSIZE`, not in total).
 * In every mode the candidate sees the arguments of the calls made to it (as any function does) and may keep state
   between the calls of one run; nothing it can write survives to a later run (see above), except, in "rlimits",
   files in world-writable directories not swept.

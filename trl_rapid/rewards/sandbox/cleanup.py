@@ -13,7 +13,6 @@ import logging
 import os
 import queue
 import stat
-import subprocess
 import threading
 
 logger = logging.getLogger(__name__)
@@ -157,14 +156,24 @@ def bytes_of_uids(directory: str, uids, max_entries: int = 20_000) -> float:
 
 
 def remove_ipc_of_uids(uids) -> int:
-    """Remove System V shared memory, message queues and semaphores owned by `uids`; the count removed."""
+    """Remove System V shared memory, message queues and semaphores owned by `uids` (in this IPC namespace: "rlimits"
+    as root gives each process its own, so this is the fallback); the count removed. One `*ctl(IPC_RMID)` call each,
+    no subprocess (32,000 `ipcrm` runs stalled a worker for 37-56 s)."""
+    import ctypes
+
     uids = {str(u) for u in uids}
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return 0
+    removers = {"shm": lambda i: libc.shmctl(i, 0, None), "msg": lambda i: libc.msgctl(i, 0, None),
+                "sem": lambda i: libc.semctl(i, 0, 0)}  # IPC_RMID = 0
     removed = 0
-    for kind, flag in (("shm", "-m"), ("msg", "-q"), ("sem", "-s")):
+    for kind, remove in removers.items():
         try:
             with open(f"/proc/sysvipc/{kind}") as fh:
                 header, *rows = [line.split() for line in fh]
-        except OSError:
+        except (OSError, ValueError):
             continue
         try:
             id_col, uid_col = 1, header.index("uid")
@@ -173,9 +182,9 @@ def remove_ipc_of_uids(uids) -> int:
         for row in rows:
             if len(row) > uid_col and row[uid_col] in uids:
                 try:
-                    subprocess.run(["ipcrm", flag, row[id_col]], check=False, capture_output=True, timeout=5)
-                    removed += 1
-                except (OSError, subprocess.SubprocessError):
+                    if remove(int(row[id_col])) == 0:
+                        removed += 1
+                except ValueError:
                     pass
     return removed
 

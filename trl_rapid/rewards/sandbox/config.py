@@ -55,9 +55,11 @@ class SandboxConfig:
     Attributes:
         timeout_s: wall-clock seconds per program (both interpreters' start-up included). `RLIMIT_CPU` is set to
             `ceil(timeout_s) + 1` CPU seconds for each of the two processes.
-        memory_mb: address-space limit (`RLIMIT_AS`) in MiB of each process. Python + numpy need ~300 MiB.
-        max_processes: `RLIMIT_NPROC` (processes and threads) of each sandbox uid.
-        max_output_bytes: `RLIMIT_FSIZE`: the most bytes a process can write to stdout, stderr or any one file.
+        memory_mb: address-space limit (`RLIMIT_AS`) in MiB of each process and, where per-run cgroups can be made,
+            the memory bound of all the candidate's processes together. Python + numpy need ~300 MiB.
+        max_processes: `RLIMIT_NPROC` (processes and threads) of each sandbox uid, and the run's cgroup pids limit.
+        max_output_bytes: `RLIMIT_FSIZE`: the most bytes a process can write to any one file (stdout and stderr are
+            pipes, drained and truncated, never a failure).
         max_open_files: `RLIMIT_NOFILE`.
         workers: completions scored in parallel (threads, each driving one candidate + one verdict process).
         isolation: "auto" (namespaces if a probe run works; else rlimits, as root only, or as non-root with
@@ -71,6 +73,7 @@ class SandboxConfig:
         sandbox_uid_count: size of that range (how many concurrent workers the machine's sandboxes can have, x2).
         scratch_root: where per-run directories are created (default: the system temp dir).
         shm_mb: size of the private /dev/shm tmpfs in namespace mode.
+        scratch_mb: size of the scratch tmpfs (/tmp and /var/tmp, one filesystem) in namespace mode.
         hidden_paths: extra absolute paths (directories or files) that "namespaces" mode covers with an empty,
             read-only tmpfs (a file: /dev/null) so the solution cannot read them, e.g. dataset, reference or token
             locations (`default_hidden_paths()` are always hidden too: the Hugging Face caches, the trainer's working
@@ -91,6 +94,7 @@ class SandboxConfig:
     sandbox_uid_count: int = 1024
     scratch_root: str | None = None
     shm_mb: int = 64
+    scratch_mb: int = 64
     hidden_paths: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
@@ -109,6 +113,7 @@ class SandboxConfig:
             ("max_open_files", 16, "use at least 16."),
             ("workers", 1, "use at least 1."),
             ("shm_mb", 1, "use at least 1."),
+            ("scratch_mb", 1, "use at least 1."),
         ):
             if not is_int(getattr(self, name)) or getattr(self, name) < least:
                 bad(name, fix)
@@ -122,8 +127,10 @@ class SandboxConfig:
             bad("sandbox_uid_count", f"use at least 2 * workers = {2 * self.workers}, e.g. 1024.")
         if not is_int(self.sandbox_uid_base) or not 1000 <= self.sandbox_uid_base <= 2**31 - 2 - self.sandbox_uid_count:
             bad("sandbox_uid_base", "use an unused uid range >= 1000, e.g. 61000.")
-        if self.scratch_root is not None and not os.path.isdir(self.scratch_root):
-            bad("scratch_root", "use an existing directory or None for the system temp dir.")
+        if self.scratch_root is not None and (not os.path.isdir(self.scratch_root) or any(
+                c.isspace() or c == "\\" for c in self.scratch_root)):
+            bad("scratch_root", "use an existing directory (no whitespace or backslash in its path: it goes into an "
+                                "fstab) or None for the system temp dir.")
         if isinstance(self.hidden_paths, str) or not all(
             isinstance(p, str) and os.path.isabs(p) and "\n" not in p and os.path.normpath(p) not in SYSTEM_PATHS
             for p in self.hidden_paths
@@ -156,4 +163,4 @@ class ExecutionResult:
     duration_s: float
     stdout_tail: str = ""  # the candidate's stdout (what the solution printed)
     stderr_tail: str = ""  # the candidate's stderr
-    verdict_tail: str = ""  # the verdict process's stderr (which test failed, protocol errors)
+    verdict_tail: str = ""  # the verdict process's output (how many tests failed, protocol errors)

@@ -22,6 +22,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .cgroups import RunCgroups, enter_cgroup
 from .cleanup import REAPER, bytes_of_uids, remove_files_of_uids, remove_ipc_of_uids, remove_tree
 from .config import RLIMITS_AS_USER_EXPOSES, RLIMITS_CANNOT_HIDE, ExecutionResult, SandboxConfig
 from .config import SandboxUnavailableError
@@ -48,13 +49,39 @@ def _read_tail(path: Path, limit: int = 4096) -> str:
         return ""
 
 
-def _unlinked_file(path: Path, data: bytes) -> int:
-    """A read descriptor on a file that no longer has a name: only the process that inherits it can read it."""
-    with open(path, "wb") as fh:
-        fh.write(data)
-    fd = os.open(path, os.O_RDONLY)
-    path.unlink()
+def _payload(data: bytes) -> int:
+    """A read descriptor on an anonymous in-memory file (memfd) holding `data`: no name, no disk; only the process
+    that inherits it can read it."""
+    fd = os.memfd_create("trl-rapid-job", os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
     return fd
+
+
+class _Tail:
+    """What a program wrote to a pipe: everything is read (the writer never blocks or fails on a full pipe), the last
+    `keep` bytes are kept."""
+
+    def __init__(self, keep: int = 8192):
+        self.keep, self.data = keep, bytearray()
+
+    def add(self, chunk: bytes):
+        self.data += chunk
+        if len(self.data) > 2 * self.keep:
+            del self.data[: len(self.data) - self.keep]
+
+    def text(self, limit: int = 4096) -> str:
+        return bytes(self.data[-limit:]).decode("utf-8", errors="replace")
+
+
+try:  # unshare(CLONE_NEWIPC) in "rlimits" as root: System V IPC objects of a run vanish with it
+    import ctypes
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+except (OSError, ImportError):  # pragma: no cover
+    _LIBC = None
+CLONE_NEWIPC = 0x08000000
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> int:
@@ -70,6 +97,42 @@ def _wait(proc: subprocess.Popen, timeout: float) -> int:
     if not ready:
         raise subprocess.TimeoutExpired(proc.args, timeout)
     return proc.wait()
+
+
+def _drain(fd: int, tail: _Tail, limit: int = 1 << 20):
+    """Read what is already in pipe `fd` (at most `limit` bytes), without waiting for writers that are still alive."""
+    os.set_blocking(fd, False)
+    try:
+        while limit > 0:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return
+            tail.add(chunk)
+            limit -= len(chunk)
+    except (BlockingIOError, OSError):
+        pass
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of `pid` (/proc/<pid>/task/*/children, else a scan of /proc)."""
+    try:
+        found = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                found += [int(c) for c in fh.read().split()]
+        return found
+    except (OSError, ValueError):
+        pass
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    if int(fh.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
 
 
 def _close(fds):
@@ -109,6 +172,9 @@ class Sandbox:
             self._slots.put(slot)
         self._dirty: set[int] = set()  # slots whose uids still owned a process after the last run
         self._hide = hide_plan(self.config, self.is_root)  # fixed at construction (the trainer's cwd and HOME)
+        self._cgroups = RunCgroups.detect(self.config.memory_mb, self.config.max_processes)
+        if self._cgroups is not None:
+            weakref.finalize(self, self._cgroups.close)
         self.isolation = self._resolve_isolation()
 
     @property
@@ -120,6 +186,8 @@ class Sandbox:
         """Give the leased uids back now (also done when the Sandbox is garbage-collected or the process ends)."""
         if self._lease:
             self._lease.release()
+        if self._cgroups is not None:
+            self._cgroups.close()
 
     # -- isolation ----------------------------------------------------------------------------------------------------
     def _resolve_isolation(self) -> str:
@@ -179,8 +247,8 @@ class Sandbox:
                 os.chmod(run_dir, 0o711)
                 os.chown(scratch, uid, uid)
             token = secrets.token_hex(16)
-            proc = self._spawn(isolation, probe, [], [], uid, scratch, run_dir / "out", run_dir / "err", token,
-                               prelude=None)
+            with open(run_dir / "out", "wb") as out, open(run_dir / "err", "wb") as err:
+                proc = self._spawn(isolation, probe, [], [], uid, scratch, out, err, token, prelude=None)
             try:
                 _wait(proc, 30.0)
             finally:
@@ -259,9 +327,11 @@ class Sandbox:
         ]
 
     def _spawn(self, isolation: str, source: str, fds: list[int], extra: list[str], uid: int | None, scratch: Path,
-               out_path: Path, err_path: Path, token: str, prelude: str | None, hide: bool = True) -> subprocess.Popen:
+               out, err, token: str, prelude: str | None, hide: bool = True,
+               cgroup: list[str] | None = None) -> subprocess.Popen:
         """Start `python -I -S -B -c prelude+source fds... extra...` under `isolation`, as `uid` (root) or in a user
-        namespace (`prelude` None: with `site`, no -S); `hide`: cover the hidden paths (namespaces)."""
+        namespace (`prelude` None: with `site`, no -S), stdout/stderr to `out`/`err` (descriptors or files); `hide`:
+        cover the hidden paths (namespaces)."""
         cfg = self.config
         home = "/tmp" if isolation == "namespaces" else str(scratch)
         env = {
@@ -284,7 +354,7 @@ class Sandbox:
             if not self.is_root:
                 ns = ["--user", "--map-root-user", *ns]
             argv = [self._unshare, *ns, "--", self._sh, "-c", NS_SCRIPT, "sh", str(scratch),
-                    "" if uid is None else str(uid), str(cfg.shm_mb), self._mount, self._setpriv,
+                    "" if uid is None else str(uid), f"{cfg.shm_mb}:{cfg.scratch_mb}:{1 if hide else 0}", self._mount, self._setpriv,
                     tree_under_tmp(cfg.python), *(self._hide if hide else ("", "", "")), *program]
         elif uid is not None and self._setpriv is not None:
             # setpriv resolves the interpreter path before the kernel drops its capabilities at exec, so an
@@ -296,15 +366,24 @@ class Sandbox:
             if uid is not None:
                 popen_kwargs.update(user=uid, group=uid, extra_groups=[])
         limits = self._limits(uid)
+        own_ipc = isolation == "rlimits" and self.is_root and _LIBC is not None
 
-        def preexec():  # runs in the child between fork and exec: only setrlimit calls
+        def preexec():  # runs in the child between fork and exec: rlimits, cgroup, IPC namespace, OOM killer's pick
             for res, lim in limits:
                 resource.setrlimit(res, lim)
+            if cgroup:
+                enter_cgroup(cgroup)
+            if own_ipc:
+                _LIBC.unshare(CLONE_NEWIPC)  # best effort: the sweep after the run covers a refusal
+            try:
+                with open("/proc/self/oom_score_adj", "w") as fh:
+                    fh.write("1000")
+            except OSError:
+                pass
 
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=str(scratch), env=env,
-                                    pass_fds=tuple(fds), start_new_session=True, preexec_fn=preexec, close_fds=True,
-                                    **popen_kwargs)
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=str(scratch), env=env,
+                                pass_fds=tuple(fds), start_new_session=True, preexec_fn=preexec, close_fds=True,
+                                **popen_kwargs)
 
     def _execute(self, solution: str, tests: str, slot: int, isolation: str, timeout_s: float | None = None):
         cfg = self.config
@@ -319,36 +398,43 @@ class Sandbox:
                 return ExecutionResult(False, "error", None, 0.0, "", f"sandbox uids {uids} still own processes")
             self._dirty.discard(slot)
         run_dir = Path(tempfile.mkdtemp(prefix="trl-rapid-sbx-", dir=cfg.scratch_root))
-        fds: list[int] = []
+        fds: list[int] = []  # descriptors to close when the run ends
         procs: list[subprocess.Popen] = []
+        cgroup = None
         try:
-            cand_dir, verdict_dir, private = run_dir / "candidate", run_dir / "verdict", run_dir / "private"
-            for directory in (cand_dir, verdict_dir, private):
+            cand_dir, verdict_dir = run_dir / "candidate", run_dir / "verdict"
+            for directory in (cand_dir, verdict_dir):
                 directory.mkdir(mode=0o700)
             if self.is_root:
                 os.chmod(run_dir, 0o711)  # each uid may traverse to its own dir, not list or enter the others
                 os.chown(cand_dir, cand_uid, cand_uid)
                 os.chown(verdict_dir, verdict_uid, verdict_uid)
-            cand_payload = _unlinked_file(private / "solution", solution.encode("utf-8", "replace"))
-            fds.append(cand_payload)
-            verdict_payload = _unlinked_file(private / "tests", json.dumps({"token": nonce, "tests": tests}).encode())
-            fds.append(verdict_payload)
-            result_fd = os.open(private / "result", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            fds.append(result_fd)
-            same_uid = "1" if not self.is_root and isolation == "rlimits" else "0"
-            calls_r, calls_w = os.pipe()
-            replies_r, replies_w = os.pipe()
-            armed_r, armed_w = os.pipe()
-            fds += [calls_r, calls_w, replies_r, replies_w, armed_r, armed_w]
 
-            verdict_fds = [verdict_payload, result_fd, calls_w, replies_r, armed_w]
+            def pipe():
+                r, w = os.pipe()
+                fds.extend((r, w))
+                return r, w
+
+            def close(*those):
+                for fd in those:
+                    os.close(fd)
+                    fds.remove(fd)
+
+            cand_payload = _payload(solution.encode("utf-8", "replace"))
+            fds.append(cand_payload)
+            verdict_payload = _payload(json.dumps({"token": nonce, "tests": tests}).encode())
+            fds.append(verdict_payload)
+            same_uid = "1" if not self.is_root and isolation == "rlimits" else "0"
+            (calls_r, calls_w), (replies_r, replies_w), (armed_r, armed_w) = pipe(), pipe(), pipe()
+            (result_r, result_w), (go_r, go_w) = pipe(), pipe()
+            (cand_out_r, cand_out_w), (cand_err_r, cand_err_w), (verdict_out_r, verdict_out_w) = pipe(), pipe(), pipe()
+
+            verdict_fds = [verdict_payload, result_w, calls_w, replies_r, armed_w, go_r]
             verdict = self._spawn(isolation, VERDICT_SOURCE, verdict_fds, [same_uid], verdict_uid, verdict_dir,
-                                  private / "verdict.out", private / "verdict.err", token, self._preludes[isolation],
+                                  verdict_out_w, verdict_out_w, token, self._preludes[isolation],
                                   hide=False)  # it runs only the tests: nothing to hide from it
             procs.append(verdict)
-            for fd in (verdict_payload, result_fd, calls_w, replies_r, armed_w):
-                os.close(fd)
-                fds.remove(fd)
+            close(*verdict_fds, verdict_out_w)
             if same_uid == "1":
                 # Same uid for both: start the candidate only once the verdict process is non-dumpable and has read
                 # (and closed) its tests, so the candidate cannot open them through /proc/<pid>/fd meanwhile.
@@ -357,23 +443,20 @@ class Sandbox:
                     raise TimeoutError("the verdict process did not start in time")
             supervise = "1" if isolation == "rlimits" else "0"
             dedicated = "1" if cand_uid is not None else "0"
+            if self._cgroups is not None:
+                try:
+                    cgroup = self._cgroups.create(token)
+                except OSError as exc:  # the rlimits still bound this run; never zero every run for it
+                    logger.warning("sandbox: no cgroup for this run (%s); per-process limits only", exc)
             candidate = self._spawn(isolation, CANDIDATE_SOURCE, [cand_payload, calls_r, replies_w],
-                                    [supervise, dedicated], cand_uid, cand_dir, private / "candidate.out",
-                                    private / "candidate.err", token, self._preludes[isolation])
+                                    [supervise, dedicated], cand_uid, cand_dir, cand_out_w, cand_err_w, token,
+                                    self._preludes[isolation], cgroup=cgroup)
             procs.append(candidate)
-            _close(fds)
-            fds = []
+            close(cand_payload, calls_r, replies_w, cand_out_w, cand_err_w, armed_r)
 
-            timed_out = False
-            returncode = None
-            over_shm = False
-            try:
-                if isolation == "rlimits" and uids:
-                    returncode, over_shm = self._wait_watching_shm(verdict, deadline, uids)
-                else:
-                    returncode = _wait(verdict, deadline - time.monotonic())
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            outputs = {cand_out_r: _Tail(), cand_err_r: _Tail(), verdict_out_r: _Tail()}
+            returncode, timed_out, over_shm, released, marker = self._watch(
+                verdict, candidate, deadline, outputs, result_r, go_w, cand_uid, isolation, uids)
             # The verdict is in; the candidate normally exits by itself on EOF (which lets unshare/the supervisor reap
             # its processes). Give it a moment, then kill what is left.
             if over_shm:
@@ -383,16 +466,18 @@ class Sandbox:
                     except (ProcessLookupError, PermissionError):
                         pass
             try:
-                _wait(candidate, 0.0 if timed_out or over_shm else min(1.0, max(0.05, deadline - time.monotonic())))
+                _wait(candidate, 0.0 if timed_out or over_shm or released
+                      else min(1.0, max(0.05, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
                 pass
             if not self._stop(procs, token, uids):
                 self._dirty.add(slot)
             procs = []
+            for fd, tail in outputs.items():  # what is still buffered in the pipes
+                _drain(fd, tail)
             if returncode is None and not timed_out:
                 returncode = verdict.returncode
             duration = time.monotonic() - start
-            marker = (private / "result").read_bytes()[:128].decode("ascii", "replace")
             passed = (not timed_out) and returncode == 0 and marker == nonce and not over_shm
             if passed:
                 status = "passed"
@@ -411,10 +496,10 @@ class Sandbox:
                 status=status,
                 returncode=returncode,
                 duration_s=duration,
-                stdout_tail=_read_tail(private / "candidate.out"),
-                stderr_tail=_read_tail(private / "candidate.err"),
+                stdout_tail=outputs[cand_out_r].text(),
+                stderr_tail=outputs[cand_err_r].text(),
                 verdict_tail=("killed: the program put more than shm_mb MiB in /dev/shm\n" if over_shm else "")
-                + _read_tail(private / "verdict.err"),
+                + outputs[verdict_out_r].text(),
             )
         except (OSError, subprocess.SubprocessError, TimeoutError, ValueError) as exc:
             logger.warning("sandbox: could not run a program: %s: %s", type(exc).__name__, exc)
@@ -427,6 +512,8 @@ class Sandbox:
                 if uids and isolation == "rlimits":  # namespaces: /tmp, /dev/shm and IPC were private already
                     remove_files_of_uids(uids)
                     remove_ipc_of_uids(uids)
+                if cgroup is not None:
+                    self._cgroups.remove(cgroup)
             finally:
                 try:
                     os.chmod(run_dir, 0o700)  # no later program of this uid may enter what is left of this run
@@ -434,23 +521,85 @@ class Sandbox:
                 except OSError:
                     remove_tree(run_dir)
 
-    def _wait_watching_shm(self, verdict: subprocess.Popen, deadline: float, uids: list[int]):
-        """"rlimits" as root: the host's /dev/shm is RAM that RLIMIT_AS does not count. Wait for the verdict process
-        while checking every `SHM_POLL_S` what the run's uids hold there; past `shm_mb` MiB the run is killed and
-        fails (so one program can take at most ~`shm_mb` plus one poll's worth of writes). Returns (returncode or None,
-        whether the run must be killed for that)."""
+    def _watch(self, verdict, candidate, deadline, outputs, result_r, go_w, cand_uid, isolation, uids):
+        """Until the verdict process exits or the deadline: read every output pipe (kept as tails), the verdict's
+        result pipe and, in "rlimits" as root, poll what the run's uids hold in the host's /dev/shm (RAM that
+        RLIMIT_AS does not count; past `shm_mb` MiB the run fails). On the verdict's "R" (no more calls), end every
+        process of the candidate, then answer "g". Returns (returncode or None, timed out, over shm_mb, released,
+        the verdict's marker)."""
+        watching_shm = isolation == "rlimits" and bool(uids)
         limit = self.config.shm_mb * 1024 * 1024
-        while True:
-            left = deadline - time.monotonic()
+        result = bytearray()
+        released = False
+        open_fds = {result_r, *outputs}
+        try:
+            pidfd = os.pidfd_open(verdict.pid)
+        except (AttributeError, OSError):
+            pidfd = None
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None, True, False, released, ""
+                wait = min(left, SHM_POLL_S) if (watching_shm or pidfd is None) else left
+                ready, _, _ = select.select([*open_fds, *([pidfd] if pidfd is not None else [])], [], [], wait)
+                exited = (pidfd in ready) if pidfd is not None else verdict.poll() is not None
+                for fd in ready:
+                    if fd == pidfd:
+                        continue
+                    chunk = os.read(fd, 1 << 16)
+                    if not chunk:
+                        open_fds.discard(fd)
+                    elif fd == result_r:
+                        result += chunk[:256]
+                    else:
+                        outputs[fd].add(chunk)
+                if result.startswith(b"R") and not released:
+                    released = True
+                    if not self._end_candidate(candidate, cand_uid, isolation):
+                        return None, True, False, released, ""
+                    os.write(go_w, b"g")
+                if exited:
+                    returncode = verdict.wait()
+                    while result_r in open_fds:  # the verdict is gone: its result pipe ends now
+                        chunk = os.read(result_r, 256)
+                        if not chunk:
+                            break
+                        result += chunk
+                    marker = bytes(result[1:] if result.startswith(b"R") else result)[:128]
+                    return returncode, False, False, released, marker.decode("ascii", "replace")
+                if watching_shm and bytes_of_uids("/dev/shm", uids) > limit:
+                    logger.warning("sandbox: a program put more than shm_mb=%d MiB in /dev/shm; killed",
+                                   self.config.shm_mb)
+                    return None, False, True, released, ""
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def _end_candidate(self, candidate, cand_uid, isolation) -> bool:
+        """SIGKILL every process of the candidate but the one we started, which reaps them (so no zombie is left
+        for a slow system init): in "namespaces" the namespace's first process (the kernel kills the rest of the
+        namespace with it; `unshare` reaps it and exits), in "rlimits" everything its dedicated uid runs but the
+        supervisor (which reaps them and exits). True once none of them can run any more code."""
+        if isolation == "namespaces":
+            for child in _children(candidate.pid):
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        elif cand_uid is not None:
+            if not kill_run(None, [cand_uid], deadline_s=2.0, zombies_ok=True, exclude=(candidate.pid,)):
+                return False
+        else:  # "rlimits" as the trainer's own user (unsafe mode): its process group
             try:
-                return _wait(verdict, min(left, SHM_POLL_S)), False
-            except subprocess.TimeoutExpired:
-                if left <= SHM_POLL_S:
-                    raise
-            if bytes_of_uids("/dev/shm", uids) > limit:
-                logger.warning("sandbox: a program put more than shm_mb=%d MiB in /dev/shm; killed",
-                               self.config.shm_mb)
-                return None, True
+                os.killpg(candidate.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            _wait(candidate, 2.0)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
 
     @staticmethod
     def _stop(procs: list[subprocess.Popen], token: str, uids: list[int]) -> bool:

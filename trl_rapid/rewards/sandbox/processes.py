@@ -42,8 +42,21 @@ def _environ_has(pid: str, needle: bytes) -> bool:
     return any(var.startswith(needle) for var in env.split(b"\0"))
 
 
-def _run_processes(token: str | None, uids: frozenset[int]) -> list[int]:
-    """PIDs (zombies included) of this run: owned by one of `uids`, or carrying `token` in their environment."""
+def _state(pid: int) -> tuple[str, int]:
+    """(state letter, parent pid) of `pid` from /proc/<pid>/stat; ("", 0) if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return fields[0].decode(), int(fields[1])
+    except (OSError, IndexError, ValueError):
+        return "", 0
+
+
+def _run_processes(token: str | None, uids: frozenset[int], zombies_ok: bool = False,
+                   keep: tuple[int, ...] = ()) -> list[int]:
+    """PIDs of this run: owned by one of `uids`, or carrying `token` in their environment. A zombie that is our own
+    child (the trainer is PID 1 or a subreaper, so orphans of the run come to it) is reaped here, unless in `keep`
+    (a `Popen` of ours, reaped by its owner); other zombies count unless `zombies_ok`."""
     needle = f"{ENV_TOKEN_KEY}={token}".encode() if token else None
     me = os.getpid()
     found = []
@@ -54,24 +67,38 @@ def _run_processes(token: str | None, uids: frozenset[int]) -> list[int]:
             owned = bool(uids) and os.stat(f"/proc/{entry}").st_uid in uids
         except OSError:
             continue
-        if owned or (needle is not None and _environ_has(entry, needle)):
-            found.append(int(entry))
+        if not (owned or (needle is not None and _environ_has(entry, needle))):
+            continue
+        pid = int(entry)
+        state, parent = _state(pid)
+        if state == "Z":
+            if parent == me and pid not in keep:
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        continue
+                except ChildProcessError:
+                    continue
+            if zombies_ok:
+                continue
+        found.append(pid)
     return found
 
 
-def kill_run(token: str | None, uids=(), deadline_s: float = 10.0, exclude: tuple[int, ...] = ()) -> bool:
+def kill_run(token: str | None, uids=(), deadline_s: float = 10.0, exclude: tuple[int, ...] = (),
+             zombies_ok: bool = False, keep: tuple[int, ...] = ()) -> bool:
     """SIGKILL every process of this run (setsid escapees included) but `exclude`, until none is left; True if none.
 
     `token` None: match by uid only.
 
     A process owned by a leased uid counts until it is reaped (a zombie still counts against RLIMIT_NPROC), so the
-    uid is handed to the next program only when it owns nothing. Orphans are reaped by the system's init, which may
-    lag: hence the deadline.
+    uid is handed to the next program only when it owns nothing; `zombies_ok`: zombies do not count (they run no
+    code). Orphans are reaped by the system's init, which may lag (hence the deadline), or here when the trainer is
+    their reaper (PID 1 in a container, a subreaper): see `_run_processes`.
     """
     uids = frozenset(u for u in uids if u is not None)
     end = time.monotonic() + deadline_s
     while True:
-        pids = [p for p in _run_processes(token, uids) if p not in exclude]
+        pids = [p for p in _run_processes(token, uids, zombies_ok, keep) if p not in exclude]
         if not pids:
             return True
         for pid in pids:
@@ -84,7 +111,7 @@ def kill_run(token: str | None, uids=(), deadline_s: float = 10.0, exclude: tupl
         if time.monotonic() > end:
             logger.warning("sandbox: %d process(es) of a run still alive after %.1fs: %s", len(pids), deadline_s, pids)
             return False
-        time.sleep(0.02)
+        time.sleep(0.005 if zombies_ok else 0.02)
 
 
 def count_user_tasks(uid: int) -> int:

@@ -9,8 +9,10 @@ sandboxed interpreter cannot import trl_rapid.
   as (position, new value, origin): for a list, origin[i] is the index its i-th item had before the call, or -1.
   A result that is not plain data is answered ("bad_value", id, why). It never sees a test.
 * The verdict runner makes itself non-dumpable, reads the tests and the success token from its own unlinked file,
-  installs one proxy per reported name into the tests' namespace, runs the tests, and writes the token to a file
-  only it holds, or a failure word ("failed", "solution_error", "protocol_error").
+  installs one proxy per reported name into the tests' namespace, runs the tests, and writes the token to a pipe
+  only it holds, or a failure word ("failed", "solution_error", "protocol_error"). Tests that make no more calls
+  may call `__sandbox_release__()` (the MBPP+ programs of `build_tests` do, before comparing outputs): it writes
+  "R" to that pipe and waits for the trainer's "g", sent once every process of the candidate is dead.
 """
 
 from pathlib import Path
@@ -77,26 +79,70 @@ def _supervise(fds, dedicated):
     os._exit(code if code >= 0 else 128 - code)
 
 
-# Syscalls the candidate may not make: the kernel keyrings (add_key, request_key, keyctl) and POSIX message queues
-# (mq_open, mq_unlink) belong to the uid, not the process, so they would carry state from one completion to the next
-# (the uids are reused). Numbers per architecture; seccomp_data.arch must match, else the process is killed.
-_SECCOMP_BLOCKED = {
-    "x86_64": (0xC000003E, (248, 249, 250, 240, 241)),
-    "aarch64": (0xC00000B7, (217, 218, 219, 180, 181)),
+# Syscalls the candidate may not make (numbers per architecture; seccomp_data.arch must match, else the process is
+# killed). None of them is needed to score a solution:
+# * state that belongs to a uid, not a process, and so would carry from one completion to the next (the uids are
+#   reused): the kernel keyrings (add_key, request_key, keyctl) and POSIX message queues (mq_*);
+# * page-cache probes and eviction, the other way to carry state between runs (a file's pages stay cached after the
+#   run): fadvise64 (DONTNEED), readahead, mincore, cachestat, preadv2/pwritev2 (RWF_NOWAIT), io_uring_*,
+#   madvise(MADV_COLD / MADV_PAGEOUT);
+# * nested namespaces with full capabilities (unshare, setns, clone with a CLONE_NEW* flag; clone3 answers ENOSYS so
+#   that glibc falls back to clone, whose flags a filter can read), setsid (a new session is a new scheduler
+#   autogroup: 31 of them starved a neighbouring run), ptrace, process_vm_readv/writev, userfaultfd, perf_event_open,
+#   bpf, kcmp, pidfd_getfd;
+# * path-based Unix sockets (socket(AF_UNIX, ...): a host daemon's socket stays reachable through a read-only mount;
+#   socketpair stays allowed) and fallocate (FALLOC_FL_KEEP_SIZE bypasses RLIMIT_FSIZE; EOPNOTSUPP makes
+#   posix_fallocate fall back to plain writes, which the limit counts).
+_EPERM, _ENOSYS, _EOPNOTSUPP = 1, 38, 95
+_NS_FLAGS = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+_SECCOMP = {
+    "x86_64": (0xC000003E, {
+        "deny": (248, 249, 250, 240, 241, 242, 243, 244, 245, 425, 426, 427, 221, 187, 27, 451, 327, 328, 272, 308,
+                 112, 101, 310, 311, 323, 298, 321, 312, 438),
+        "enosys": (435,), "clone": 56, "socket": 41, "fallocate": 285, "madvise": 28}),
+    "aarch64": (0xC00000B7, {
+        "deny": (217, 218, 219, 180, 181, 182, 183, 184, 185, 425, 426, 427, 223, 213, 232, 451, 286, 287, 97, 268,
+                 157, 117, 270, 271, 282, 241, 280, 272, 438),
+        "enosys": (435,), "clone": 220, "socket": 198, "fallocate": 47, "madvise": 233}),
 }
+
+
+def _seccomp_program(audit_arch, table):
+    """Classic BPF for the table above: (code, jt, jf, k) tuples, jumps resolved from labels."""
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, kill = 0x7FFF0000, 0x80000000
+    errno = lambda e: 0x00050000 | e  # noqa: E731
+    arg0 = 16  # seccomp_data.args[0], low 32 bits (little-endian)
+    prog = [(ld, "", "", 4), (jeq, "", "KILL", audit_arch), (ld, "", "", 0), (jge, "KILL", "", 0x40000000)]
+    prog += [(jeq, f"E{_EPERM}", "", nr) for nr in table["deny"]]
+    prog += [(jeq, f"E{_ENOSYS}", "", nr) for nr in table["enosys"]]
+    prog += [(jeq, f"E{_EOPNOTSUPP}", "", table["fallocate"]), (jeq, "CLONE", "", table["clone"]),
+             (jeq, "SOCKET", "", table["socket"]), (jeq, "MADVISE", "", table["madvise"]), (ret, "", "", allow)]
+    labels = {"CLONE": len(prog)}
+    prog += [(ld, "", "", arg0), (jset, f"E{_EPERM}", "ALLOW", _NS_FLAGS)]
+    labels["SOCKET"] = len(prog)
+    prog += [(ld, "", "", arg0), (jeq, f"E{_EPERM}", "ALLOW", 1)]  # AF_UNIX
+    labels["MADVISE"] = len(prog)
+    prog += [(ld, "", "", 16 + 8 * 2), (jeq, f"E{_EPERM}", "", 20), (jeq, f"E{_EPERM}", "ALLOW", 21)]  # COLD, PAGEOUT
+    for name, value in (("ALLOW", allow), ("KILL", kill), (f"E{_EPERM}", errno(_EPERM)),
+                        (f"E{_ENOSYS}", errno(_ENOSYS)), (f"E{_EOPNOTSUPP}", errno(_EOPNOTSUPP))):
+        labels[name] = len(prog)
+        prog.append((ret, "", "", value))
+    return [(code, labels[jt] - i - 1 if jt else 0, labels[jf] - i - 1 if jf else 0, k)
+            for i, (code, jt, jf, k) in enumerate(prog)]
 
 
 def _lockdown(dedicated):
     """Before the solution runs: empty this uid's user keyrings if the uid is the sandbox's own (what an older run
-    may have left; never the trainer user's keyrings) and install a seccomp filter that makes the syscalls above fail
-    with EPERM for this process and everything it starts. Returns "seccomp" or why the filter is missing."""
+    may have left; never the trainer user's keyrings) and install the seccomp filter above for this process and
+    everything it starts. Returns "seccomp" or why the filter is missing."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     machine = os.uname().machine
-    arch = _SECCOMP_BLOCKED.get(machine)
+    arch = _SECCOMP.get(machine)
     if arch is not None and dedicated:
-        keyctl = arch[1][2]
+        keyctl = arch[1]["deny"][2]
         for keyring in (-4, -5):  # KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING
             libc.syscall(ctypes.c_long(keyctl), ctypes.c_long(7), ctypes.c_long(keyring))  # KEYCTL_CLEAR
     if arch is None:
@@ -108,12 +154,7 @@ def _lockdown(dedicated):
     class Program(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
 
-    audit_arch, blocked = arch
-    n = len(blocked)
-    # 0 load arch; 1 arch ok? else KILL; 2 load nr; 3 x32 ABI (nr >= 2**30)? KILL; 4.. nr == blocked? ERRNO; ALLOW
-    ops = [(0x20, 0, 0, 4), (0x15, 0, n + 4, audit_arch), (0x20, 0, 0, 0), (0x35, n + 2, 0, 0x40000000)]
-    ops += [(0x15, n - i, 0, nr) for i, nr in enumerate(blocked)]
-    ops += [(0x06, 0, 0, 0x7FFF0000), (0x06, 0, 0, 0x00050000 | 1), (0x06, 0, 0, 0x80000000)]
+    ops = _seccomp_program(*arch)
     table = (Filter * len(ops))(*[Filter(*op) for op in ops])
     program = Program(len(ops), table)
     if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS (required to install a filter without privileges)
@@ -176,11 +217,20 @@ def _candidate():
                 raise NameError(f"name {name!r} is not defined")
             reply = ["ok", call_id, fn(*args, **kwargs)]
         except BaseException as exc:
+            # The nearest built-in class (a solution's `class Invalid(ValueError)` crosses as ValueError), and the
+            # exception's arguments when they are small plain data (`KeyError('a').args == ('a',)`), else its text.
+            kind = next((c.__name__ for c in type(exc).__mro__ if getattr(builtins, c.__name__, None) is c),
+                        type(exc).__name__)
             try:
-                message = str(exc)[:1000]
+                message = exc.args if type(exc.args) is tuple and len(repr(_to_wire(exc.args))) <= 1000 else ""
             except BaseException:
                 message = ""
-            reply = ["raise", call_id, type(exc).__name__, message]
+            if message == "":
+                try:
+                    message = str(exc)[:1000]
+                except BaseException:
+                    message = ""
+            reply = ["raise", call_id, kind, message]
         mutated = []
         try:
             for pos, arg in positions:
@@ -204,8 +254,8 @@ _candidate()
 _VERDICT_MAIN = r'''
 def _verdict():
     import builtins, keyword, sys
-    payload_fd, result_fd, calls_fd, replies_fd, armed_fd = (int(a) for a in sys.argv[1:6])
-    if sys.argv[6] == "1":  # the candidate shares our uid: nobody may read our memory or descriptors
+    payload_fd, result_fd, calls_fd, replies_fd, armed_fd, go_fd = (int(a) for a in sys.argv[1:7])
+    if sys.argv[7] == "1":  # the candidate shares our uid: nobody may read our memory or descriptors
         import ctypes
         if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE = 0
             os._exit(4)
@@ -240,10 +290,11 @@ def _verdict():
         raise SandboxProtocolError(why)
 
     def exception_for(type_name, message):
+        """The built-in exception `type_name` with the candidate's arguments (a tuple) or message (a str)."""
         cls = getattr(builtins, type_name, None) if type(type_name) is str else None
         if isinstance(cls, type) and issubclass(cls, Exception) and cls not in (StopIteration, StopAsyncIteration):
             try:
-                return cls(message)
+                return cls(*message) if type(message) is tuple else cls(message)
             except Exception:
                 pass
         return CandidateError(f"{type_name}: {message}")
@@ -308,11 +359,26 @@ def _verdict():
             fail_protocol("the candidate reported an impossible change of an argument's type")
 
     counter = [0]
+    released = []
+
+    def release():
+        """No more calls (the tests say so): close the pipes, and wait until the trainer has ended every process of
+        the candidate, so nothing the tests do next (compare outputs, fail, write the verdict) can be timed by it."""
+        if released:
+            return
+        released.append(True)
+        os.close(calls_fd)
+        os.close(replies_fd)
+        os.write(result_fd, b"R")
+        if os.read(go_fd, 1) != b"g":
+            os._exit(5)  # the trainer could not end the candidate's processes: no verdict
 
     def make_proxy(name):
         def proxy(*args, **kwargs):
             if broken:
                 raise SandboxProtocolError(broken[0])
+            if released:
+                raise RuntimeError(f"{name}() was called after __sandbox_release__()")
             counter[0] += 1
             call_id = counter[0]
             try:
@@ -349,7 +415,7 @@ def _verdict():
                     fail_protocol("out-of-protocol mutation report")
             if kind == "ok":
                 return reply[2]
-            raise exception_for(reply[2], reply[3] if type(reply[3]) is str else "")
+            raise exception_for(reply[2], reply[3] if type(reply[3]) in (str, tuple) else "")
 
         proxy.__name__ = proxy.__qualname__ = name
         return proxy
@@ -378,6 +444,7 @@ def _verdict():
     sys.modules["__main__"] = main
     sys.argv = ["tests"]
     namespace = main.__dict__
+    namespace["__sandbox_release__"] = release
     for name in first[1]:
         # No built-in (set, zip, isinstance...) or dunder can be shadowed; names the tests define replace the proxy.
         if (name.isidentifier() and not keyword.iskeyword(name) and not hasattr(builtins, name)
@@ -408,13 +475,39 @@ CANDIDATE_SOURCE = CODEC_SOURCE + _LIMITS + _READ_ALL + _CANDIDATE_MAIN
 VERDICT_SOURCE = CODEC_SOURCE + _LIMITS + _READ_ALL + _VERDICT_MAIN
 
 # Run by /bin/sh as PID 1 of the new namespaces (still privileged there), then replaced by the interpreter.
-# "$1" scratch dir, "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
+# "$1" scratch dir, "$3" "<shm_mb>:<scratch_mb>:<1: a minimal /dev of its own>", "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
 # interpreter's own tree when it lives under /tmp or /var/tmp ("" otherwise), "$7"/"$9" the "<mode> <path>" lines to
 # hide before/after "$8", the interpreter's trees (one per line) that those of "$7" cover.
 NS_SCRIPT = r"""
 set -e
-s="$1"; u="$2"; shm_mb="$3"; mount_bin="$4"; setpriv_bin="$5"; keep="$6"; hide_outer="$7"; keep_trees="$8"
-hide_inner="$9"; shift 9
+s="$1"; u="$2"; shm_mb="${3%%:*}"; rest="${3#*:}"; scratch_mb="${rest%%:*}"; own_dev="${rest#*:}"; mount_bin="$4"
+setpriv_bin="$5"; keep="$6"; hide_outer="$7"; keep_trees="$8"; hide_inner="$9"; shift 9
+# The scratch directory is a tmpfs of its own, scratch_mb MiB in all (fallocate cannot exceed it either), in this
+# namespace only: nothing the program writes reaches the host's disk.
+"$mount_bin" -t tmpfs -o "size=${scratch_mb}m,mode=0700,nosuid,nodev${u:+,uid=$u,gid=$u}" tmpfs "$s"
+if [ "$own_dev" = 1 ]; then
+  # A minimal /dev (the candidate's): null, zero, random, urandom bound from the host's, a private shm and mqueue; no
+  # terminal, no other device. The nodes are staged in the scratch tmpfs (a user namespace may not move a mount onto
+  # /dev), and each step's mounts are made by one `mount -a` run over a small fstab: one exec each, not one per mount.
+  f="$s/.fstab"
+  for n in null zero random urandom; do : > "$s/.dev-$n"; done
+  { for n in null zero random urandom; do echo "/dev/$n $s/.dev-$n none bind 0 0"; done
+    echo "tmpfs /dev tmpfs size=64k,mode=0755,nosuid,nodev,noexec 0 0"; } > "$f"
+  "$mount_bin" -a -T "$f"
+  [ -c "$s/.dev-null" ] && [ ! -e /dev/tty ]
+  for n in null zero random urandom; do : > "/dev/$n"; done
+  { for n in null zero random urandom; do echo "$s/.dev-$n /dev/$n none bind 0 0"; done
+    # (own source names: `mount -a` skips an entry whose source and target match a mount it sees, the host's)
+    echo "sandbox-shm /dev/shm tmpfs size=${shm_mb}m,mode=1777,nosuid,nodev,X-mount.mkdir 0 0"
+    echo "sandbox-mqueue /dev/mqueue mqueue nosuid,nodev,noexec,X-mount.mkdir 0 0"; } > "$f"
+  "$mount_bin" -a -T "$f" 2>/dev/null || true  # a private mqueue may be refused (mq_* are refused anyway)
+  [ -c /dev/null ] && [ -c /dev/urandom ] && [ -d /dev/shm ]
+  "${mount_bin%/mount}/umount" "$s/.dev-null" "$s/.dev-zero" "$s/.dev-random" "$s/.dev-urandom"
+  rm -f "$f" "$s/.dev-null" "$s/.dev-zero" "$s/.dev-random" "$s/.dev-urandom"
+else  # the verdict process (it runs only the tests): the host's /dev with a private shm and mqueue
+  "$mount_bin" -t tmpfs -o "size=${shm_mb}m,mode=1777,nosuid,nodev" tmpfs /dev/shm
+  "$mount_bin" -t mqueue -o nosuid,nodev,noexec mqueue /dev/mqueue 2>/dev/null || true
+fi
 stash=/dev/shm/.trl-rapid-keep
 # Hide each "<mode> <ro|rw> <path>" line: an empty tmpfs over a directory ("rw" only while interpreter trees are bound
 # back into it; the loop below makes it read-only), /dev/null over a file.
@@ -432,9 +525,6 @@ if [ -n "$keep" ]; then
   mkdir -p "$s/$rel" && "$mount_bin" --bind "$keep" "$s/$rel"
 fi
 [ -d /var/tmp ] && "$mount_bin" --rbind "$s" /var/tmp
-[ -d /dev/shm ] && "$mount_bin" -t tmpfs -o "size=${shm_mb}m,mode=1777,nosuid,nodev" tmpfs /dev/shm
-# A private POSIX message queue filesystem (the IPC namespace is private; a mount would still show the host's).
-[ -d /dev/mqueue ] && "$mount_bin" -t mqueue -o nosuid,nodev,noexec mqueue /dev/mqueue 2>/dev/null || true
 # The interpreter's trees that a hidden directory covers: set aside (in the private /dev/shm) first, bound back
 # once it is hidden.
 if [ -n "$keep_trees" ]; then
