@@ -1,4 +1,4 @@
-"""RAPID's importance-weighted group advantage (arXiv 2510.03515, spec: shared/RAPID.md), as pure tensor functions.
+"""RAPID's importance-weighted group advantage (arXiv 2510.03515, spec: docs/RAPID.md), as pure tensor functions.
 
 Symbols, paper → code:
 
