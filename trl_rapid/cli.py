@@ -71,8 +71,9 @@ class RapidScriptArguments:
     )
     warm_start: bool = field(
         default=False,
-        metadata={"help": "Task sort_digits: train from its SFT warm start (trl_rapid/headroom.py, default recipe), "
-                          "built on first use and cached under outputs/warm_start/; replaces model_name_or_path."},
+        metadata={"help": "Tasks sort_digits and reverse_word: train from the task's SFT warm start "
+                          "(trl_rapid/headroom.py, headroom_reverse.py; default recipe), built on first use and cached under "
+                          "outputs/warm_start/; replaces model_name_or_path."},
     )
 
     # Data
@@ -291,12 +292,14 @@ def main(argv: list[str] | None = None):
             if state.is_main_process and not (model_path / "config.json").exists():
                 build_tiny_model(model_path, seed=training_args.seed)
     if script_args.warm_start:
-        if script_args.task != HEADROOM_TASK:
-            raise ValueError(f"warm_start is for task {HEADROOM_TASK!r}, not {script_args.task!r}: drop --warm_start.")
-        from .headroom import build_warm_start
+        from . import headroom_reverse
+        from .headroom import DEFAULT_RECIPE, build_warm_start
 
+        recipes = {HEADROOM_TASK: DEFAULT_RECIPE, headroom_reverse.TASK_NAME: headroom_reverse.DEFAULT_RECIPE}
+        if script_args.task not in recipes:
+            raise ValueError(f"warm_start is for tasks {sorted(recipes)}, not {script_args.task!r}: drop --warm_start.")
         with state.main_process_first():  # the main process builds the cache (atomically), the others reuse it
-            model_args.model_name_or_path = str(build_warm_start())
+            model_args.model_name_or_path = str(build_warm_start(recipes[script_args.task]))
 
     # As TRL's grpo script: ModelConfig's loading options reach from_pretrained (explicit model_init_kwargs win).
     training_args.model_init_kwargs = {

@@ -17,13 +17,13 @@ plugs in without editing the package, by naming a function that builds it:
     eval_funcs     the held-out scorer(s), same signature; the held-out score of a completion is their sum (default:
                    reward_funcs). E.g. exact-match accuracy, where the training reward gives partial credit.
 
-The module must be importable: on PYTHONPATH, installed, or in the working directory (the benchmark and training
-script put the working directory on the path of their worker processes).
+The module must be importable: on PYTHONPATH, installed, or in the working directory (searched too).
 
-Built-in: `repeat_digit` (the demo, trl_rapid/tiny.py) and `sort_digits` (headroom, trl_rapid/headroom.py), built
-locally with `num_train_prompts`, `num_eval_prompts`, `train_seed`, `eval_seed` (and the task's own arguments); the
-paper's `math`, `gsm8k`, `mbppplus`, `minif2f`, which
-load data and build their rewards from the training script's arguments (`build_paper_task`).
+Built-in: `repeat_digit` (the demo, trl_rapid/tiny.py), `sort_digits` (headroom, trl_rapid/headroom.py) and
+`reverse_word` (headroom of another kind, trl_rapid/headroom_reverse.py), built locally with `num_train_prompts`,
+`num_eval_prompts`, `train_seed`, `eval_seed` (and the task's own arguments); the paper's `math`, `gsm8k`,
+`mbppplus`, `minif2f`, which load data and build their rewards from the training script's arguments
+(`build_paper_task`).
 """
 
 from __future__ import annotations
@@ -254,3 +254,16 @@ def build_reward(kind: str, options):
             timeout_s=options.lean_timeout_s, workers=options.lean_workers,
         ))
     raise ValueError(f"Unknown reward kind {kind!r}.")
+
+
+@register_task("reverse_word")
+def reverse_word_task(num_train_prompts: int = 4000, num_eval_prompts: int = 200, train_seed: int = 0,
+                      eval_seed: int = 1, num_letters: int = 8) -> Task:
+    """The second headroom task (trl_rapid/headroom_reverse.py): reverse a word; partial credit in training, exact-match
+    accuracy held out."""
+    from .headroom_reverse import make_reverse_word_dataset, reverse_word_accuracy, reverse_word_reward
+
+    held_out = make_reverse_word_dataset(num_eval_prompts, seed=eval_seed, num_letters=num_letters) \
+        if num_eval_prompts else None
+    return Task(make_reverse_word_dataset(num_train_prompts, seed=train_seed, num_letters=num_letters),
+                [reverse_word_reward], held_out, [reverse_word_accuracy], name="reverse_word")

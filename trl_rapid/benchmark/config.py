@@ -106,11 +106,15 @@ def resolve(cfg: dict) -> dict:
 
     check_task(cfg["task"])
     if cfg["model"].get("kind") == "warm_start":
-        digits = (cfg["model"].get("recipe") or {}).get("num_digits", 8)
-        if cfg["task"].get("name") != "sort_digits" or cfg["task"].get("num_digits", 8) != digits:
-            raise ValueError(f"model.kind warm_start is trained on sort_digits with {digits} digits: set task.name: "
-                             f"sort_digits and task.num_digits: {digits} (got {cfg['task'].get('name')!r}, "
-                             f"{cfg['task'].get('num_digits', 8)}).")
+        from .models import warm_start_recipe
+
+        name = cfg["model"].get("task", "sort_digits")
+        length = warm_start_recipe(cfg["model"]).num_digits  # the answer's length the warm start was trained on
+        key = {"reverse_word": "num_letters"}.get(name, "num_digits")  # the task's name for it
+        if cfg["task"].get("name") != name or cfg["task"].get(key, length) != length:
+            raise ValueError(f"model.kind warm_start is trained on {name} with {key} {length}: set task.name: "
+                             f"{name} and task.{key}: {length} (got {cfg['task'].get('name')!r}, "
+                             f"{cfg['task'].get(key)}).")
     cfg["plan"] = {
         "num_generations": group,
         "n_step": n_step,
