@@ -8,7 +8,7 @@ Arguments are TRL's (`TrlParser` over the script arguments below, `RapidConfig` 
 `trainer: grpo` the same script runs TRL's `GRPOTrainer` from a `GRPOConfig` (the GRPO, PG and DAPO baselines), so
 comparisons share one code path.
 
-Tasks (`--task`; dataset and reward; see `TASKS`):
+Tasks (`--task`; dataset and reward; the registry in trl_rapid/tasks.py, shared with the benchmark and the evaluation):
 
     repeat_digit  the embedded demo task, built locally (trl_rapid/tiny.py)
     sort_digits   the headroom task, built locally (trl_rapid/headroom.py): sort 8 digits, from a cached SFT warm start
@@ -16,6 +16,7 @@ Tasks (`--task`; dataset and reward; see `TASKS`):
     gsm8k         GSM8K train, held out on GSM8K test; math_reward
     mbppplus      MBPP+ train split (264 of 378), held out on its 114-task test split; sandboxed code reward
     minif2f       MiniF2F valid, held out on MiniF2F test; Lean 4 REPL reward (needs a configured Lean toolchain)
+    pkg.mod:fn    your own task: fn(**task_args) returns a trl_rapid.tasks.Task (train prompts, rewards, held-out set)
 
 Every reward is built before any dataset or model is loaded, so a missing Lean toolchain or a broken code sandbox
 stops the script at start-up, never in the middle of a run.
@@ -33,33 +34,14 @@ from pathlib import Path
 
 import yaml
 
+from .evaluation import greedy_mean_reward, greedy_rewards  # noqa: F401  (held-out scoring; re-exported)
+from .tasks import EVAL_ONLY, PAPER, PAPER_TASKS, TASKS, Task, build_reward, build_task, is_import_path  # noqa: F401
+
 TRAINERS = ("rapid", "grpo")
 
 
-@dataclass(frozen=True)
-class Task:
-    """A benchmark of the paper: where its train and held-out prompts come from, and how completions are scored."""
-
-    loader: str  # key of trl_rapid.data.LOADERS for the train set
-    train_split: str
-    eval_loader: str  # key of trl_rapid.data.LOADERS for the held-out set
-    eval_split: str
-    reward: str  # "math", "code" or "lean"
-    eval_dataset: str | None = None  # default held-out dataset when it is not the train one
-
-
-TASKS = {
-    # The paper evaluates MATH on MATH-500 (a 500-problem subset of MATH's test split).
-    "math": Task("math", "train", "math500", "test", "math", eval_dataset="HuggingFaceH4/MATH-500"),
-    "gsm8k": Task("gsm8k", "train", "gsm8k", "test", "math"),
-    # Splits of trl_rapid.data.split_mbppplus: 264 train / 114 test tasks of the Hub's single 378-task split.
-    "mbppplus": Task("mbppplus", "train", "mbppplus", "test", "code"),
-    # The spec fixes the test set (244 problems); training uses the disjoint valid set (244) of the same file.
-    "minif2f": Task("minif2f", "valid", "minif2f", "test", "lean"),
-}
 DEMO_TASK = "repeat_digit"
 HEADROOM_TASK = "sort_digits"
-EVAL_ONLY = {"math500": "MATH-500 has only test problems: use task 'math', which trains on MATH and holds out MATH-500"}
 
 
 @dataclass
@@ -68,9 +50,15 @@ class RapidScriptArguments:
 
     task: str = field(
         default=DEMO_TASK,
-        metadata={"help": f"Task (dataset + reward): '{DEMO_TASK}' (the embedded demo task, built locally), "
-                          f"'{HEADROOM_TASK}' (the headroom task, built locally, with --warm_start), "
-                          + ", ".join(repr(t) for t in TASKS) + "."},
+        metadata={"help": f"Task (dataset + reward, trl_rapid/tasks.py): '{DEMO_TASK}' (the embedded demo task, "
+                          f"built locally), '{HEADROOM_TASK}' (the headroom task, built locally, with --warm_start), "
+                          + ", ".join(repr(t) for t in PAPER_TASKS) + ", another registered task, or your own "
+                          "builder as 'package.module:function' (see --task_args)."},
+    )
+    task_args: str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments of a locally built or imported task's builder: a JSON object on the "
+                          "command line, a mapping in the YAML config (e.g. {num_digits: 6})."},
     )
     trainer: str = field(
         default="rapid",
@@ -83,8 +71,9 @@ class RapidScriptArguments:
     )
     warm_start: bool = field(
         default=False,
-        metadata={"help": "Task sort_digits: train from its SFT warm start (trl_rapid/headroom.py, default recipe), "
-                          "built on first use and cached under outputs/warm_start/; replaces model_name_or_path."},
+        metadata={"help": "Tasks sort_digits and reverse_word: train from the task's SFT warm start "
+                          "(trl_rapid/headroom.py, headroom_reverse.py; default recipe), built on first use and cached under "
+                          "outputs/warm_start/; replaces model_name_or_path."},
     )
 
     # Data
@@ -217,125 +206,34 @@ def parse_args(argv: list[str] | None = None):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def script_task(script_args) -> Task:
+    """The task named by `script_args.task`, from the registry (trl_rapid/tasks.py): a paper task from the script's
+    data and reward arguments; a locally built or imported task from `num_train_prompts` / `num_eval_prompts` (train
+    prompts drawn with seed 0, held-out with seed 1; 0 held-out prompts unless asked, -1 the task's default) and
+    `task_args`."""
+    if script_args.task in PAPER_TASKS:
+        return build_task(script_args.task, options=script_args)
+    args = script_args.task_args or {}
+    if isinstance(args, str):
+        args = json.loads(args)
+    if not isinstance(args, dict):
+        raise ValueError(f"task_args must be a mapping of the task builder's arguments, got {args!r}.")
+    if script_args.num_train_prompts is not None:
+        args.setdefault("num_train_prompts", script_args.num_train_prompts)
+    if script_args.num_eval_prompts != -1:
+        args.setdefault("num_eval_prompts", script_args.num_eval_prompts)
+    return build_task(script_args.task, **args)
+
+
 def load_task(script_args):
     """Return (train_dataset, held-out dataset or None, reward_funcs) for `script_args.task`."""
-    if script_args.task in (DEMO_TASK, HEADROOM_TASK):  # built locally: train prompts seed 0, held-out seed 1
-        if script_args.task == DEMO_TASK:
-            from .tiny import make_repeat_digit_dataset as make_dataset, repeat_digit_reward as reward
-            default_eval = 100
-        else:
-            from .headroom import make_sort_digits_dataset as make_dataset, sort_digits_reward as reward
-            default_eval = 200
-        num_train = 4000 if script_args.num_train_prompts is None else script_args.num_train_prompts
-        num_eval = default_eval if script_args.num_eval_prompts == -1 else script_args.num_eval_prompts
-        held_out = make_dataset(num_eval, seed=1) if num_eval else None
-        return make_dataset(num_train, seed=0), held_out, [reward]
-
-    if script_args.task not in TASKS:
-        hint = f" ({EVAL_ONLY[script_args.task]})" if script_args.task in EVAL_ONLY else ""
-        raise ValueError(
-            f"Unknown task {script_args.task!r}{hint}. Available tasks: "
-            f"{', '.join([DEMO_TASK, HEADROOM_TASK, *TASKS])}."
-        )
-    task = TASKS[script_args.task]
-    reward = build_reward(task.reward, script_args)  # before any download: a misconfigured reward stops us here
-
-    from .data import HUB_NAMES, load_named
-
-    formatting = dict(conversational=script_args.conversational, system_prompt=script_args.system_prompt)
-    train_split = script_args.dataset_train_split or task.train_split
-    train = load_named(task.loader, script_args.dataset_name, split=train_split,
-                       limit=script_args.num_train_prompts, **formatting)
-    if task.loader == "minif2f" and "split" not in train.column_names and train_split != "test":
-        raise ValueError(
-            f"MiniF2F dataset {script_args.dataset_name or 'AI-MO/minif2f_test'!r} has no 'split' column: it holds "
-            f"only the test problems, so dataset_train_split={train_split!r} cannot be honoured. Point dataset_name "
-            "at a file in DeepSeek-Prover's minif2f.jsonl schema (valid + test), or set dataset_train_split=test to "
-            "train on the test problems on purpose."
-        )
-
-    held_out = None
-    if script_args.num_eval_prompts:
-        eval_name = script_args.eval_dataset_name or task.eval_dataset or script_args.dataset_name
-        eval_loader = HUB_NAMES.get(eval_name, task.eval_loader)  # a Hub name selects its own loader
-        limit = None if script_args.num_eval_prompts == -1 else script_args.num_eval_prompts
-        held_out = load_named(eval_loader, eval_name, split=script_args.dataset_eval_split or task.eval_split,
-                              limit=limit, **formatting)
-    return train, held_out, [reward]
-
-
-def build_reward(kind: str, script_args):
-    """The task's reward function, built (and its sandbox or Lean REPL checked) now, at start-up."""
-    if kind == "math":
-        from .rewards import math_reward
-
-        return math_reward
-    if kind == "code":
-        from .rewards import SandboxConfig, make_code_reward
-
-        limits = dict(timeout_s=script_args.code_timeout_s, memory_mb=script_args.code_memory_mb,
-                      isolation=script_args.code_isolation, allow_unsafe_rlimits=script_args.code_allow_unsafe_rlimits,
-                      sandbox_uid_base=script_args.code_sandbox_uid_base,
-                      sandbox_uid_count=script_args.code_sandbox_uid_count, scratch_root=script_args.code_scratch_root)
-        local_data = [str(Path(name).resolve()) for name in (script_args.dataset_name, script_args.eval_dataset_name)
-                      if name and Path(name).exists()]  # a local dataset holds the reference solutions
-        limits["hidden_paths"] = [*(script_args.code_hidden_paths or []), *local_data]
-        if script_args.code_workers is not None:
-            limits["workers"] = script_args.code_workers
-        return make_code_reward(SandboxConfig(**limits), test_mode=script_args.code_test_mode)
-    if kind == "lean":
-        from .rewards import LeanConfig, make_lean_reward
-
-        return make_lean_reward(LeanConfig(
-            repl_command=script_args.lean_repl_command, project_dir=script_args.lean_project_dir,
-            timeout_s=script_args.lean_timeout_s, workers=script_args.lean_workers,
-        ))
-    raise ValueError(f"Unknown reward kind {kind!r}.")
+    task = script_task(script_args)
+    return task.train, task.eval_dataset, task.reward_funcs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Held-out check and reward curve
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def greedy_rewards(model, tokenizer, dataset, reward_funcs, max_new_tokens: int, batch_size: int = 64) -> list:
-    """Reward of each greedy completion on `dataset` (plain-text or chat prompts): the sum of the finite rewards, or
-    None when no reward function returned a finite value for it (unscorable, as in training).
-
-    Leaves the model in the train/eval mode it was in."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    prompts = list(dataset["prompt"])
-    chat = isinstance(prompts[0], list)  # tokenised as TRL does: chat template, or plain text with special tokens
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts] if chat \
-        else prompts
-    completions = []
-    try:
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                              padding_side="left", add_special_tokens=not chat).to(model.device)
-            with torch.no_grad():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
-            completions += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    finally:
-        model.train(was_training)
-    columns = {k: list(dataset[k]) for k in dataset.column_names if k != "prompt"}
-    totals = [None] * len(prompts)
-    for func in reward_funcs:
-        for i, r in enumerate(func(prompts=prompts, completions=completions, **columns)):
-            if r is not None and math.isfinite(r):
-                totals[i] = (totals[i] or 0.0) + r
-    return totals
-
-
-def greedy_mean_reward(model, tokenizer, dataset, reward_funcs, max_new_tokens: int, batch_size: int = 64):
-    """Mean reward of the scorable greedy completions on `dataset` (see greedy_rewards); None when none is scorable."""
-    scored = [r for r in greedy_rewards(model, tokenizer, dataset, reward_funcs, max_new_tokens, batch_size)
-              if r is not None]
-    return sum(scored) / len(scored) if scored else None
 
 
 def plot_reward_curve(log_history: list[dict], path: Path) -> Path | None:
@@ -383,7 +281,8 @@ def main(argv: list[str] | None = None):
     # `--resume_from_checkpoint true` (or a run folder): the newest complete checkpoint, partial ones skipped.
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     # Rewards first: a task whose reward cannot run (no Lean toolchain, no sandbox) stops before any model is loaded.
-    train_dataset, held_out, reward_funcs = load_task(script_args)
+    task = script_task(script_args)
+    train_dataset, held_out, reward_funcs = task.train, task.eval_dataset, task.reward_funcs
 
     model_path = Path(model_args.model_name_or_path)
     if script_args.build_tiny_model:
@@ -393,12 +292,14 @@ def main(argv: list[str] | None = None):
             if state.is_main_process and not (model_path / "config.json").exists():
                 build_tiny_model(model_path, seed=training_args.seed)
     if script_args.warm_start:
-        if script_args.task != HEADROOM_TASK:
-            raise ValueError(f"warm_start is for task {HEADROOM_TASK!r}, not {script_args.task!r}: drop --warm_start.")
-        from .headroom import build_warm_start
+        from . import headroom_reverse
+        from .headroom import DEFAULT_RECIPE, build_warm_start
 
+        recipes = {HEADROOM_TASK: DEFAULT_RECIPE, headroom_reverse.TASK_NAME: headroom_reverse.DEFAULT_RECIPE}
+        if script_args.task not in recipes:
+            raise ValueError(f"warm_start is for tasks {sorted(recipes)}, not {script_args.task!r}: drop --warm_start.")
         with state.main_process_first():  # the main process builds the cache (atomically), the others reuse it
-            model_args.model_name_or_path = str(build_warm_start())
+            model_args.model_name_or_path = str(build_warm_start(recipes[script_args.task]))
 
     # As TRL's grpo script: ModelConfig's loading options reach from_pretrained (explicit model_init_kwargs win).
     training_args.model_init_kwargs = {
@@ -448,14 +349,14 @@ def main(argv: list[str] | None = None):
     before = after = None
     max_new = training_args.max_completion_length
     if held_out is not None and state.is_main_process:
-        before = greedy_mean_reward(trainer.model, tokenizer, held_out, reward_funcs, max_new)
+        before = greedy_mean_reward(trainer.model, tokenizer, held_out, task.eval_funcs, max_new)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
     trainer.save_model(training_args.output_dir)
     if held_out is not None and state.is_main_process:
-        after = greedy_mean_reward(trainer.accelerator.unwrap_model(trainer.model), tokenizer, held_out, reward_funcs,
-                                   max_new)
+        after = greedy_mean_reward(trainer.accelerator.unwrap_model(trainer.model), tokenizer, held_out,
+                                   task.eval_funcs, max_new)
 
     if state.is_main_process:
         summary = _summary(trainer, script_args, generations, elapsed, before, after)

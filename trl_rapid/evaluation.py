@@ -14,6 +14,10 @@ Command line:
     python -m trl_rapid.evaluation --model DIR --task code --dataset path/to/mbppplus.jsonl --split test --output r.json
 
 `--dataset` is a loader key (math, math500, gsm8k, mbppplus), a Hub dataset name or a local JSONL/Parquet file.
+Any task of the registry (trl_rapid/tasks.py) is evaluated on its own held-out set with its own scorer:
+
+    python -m trl_rapid.evaluation --model DIR --task sort_digits --n 1 --k 1 --temperature 0 --output r.json
+    python -m trl_rapid.evaluation --model DIR --task my_package.my_module:make_task --task_args '{"n": 50}' ...
 """
 
 from __future__ import annotations
@@ -256,6 +260,49 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Greedy held-out score (the training script's before / after check, the benchmark's evaluations)
+# ---------------------------------------------------------------------------------------------------------------------
+def greedy_rewards(model, tokenizer, dataset, reward_funcs, max_new_tokens: int, batch_size: int = 64) -> list:
+    """Reward of each greedy completion on `dataset` (plain-text or chat prompts): the sum of the finite rewards, or
+    None when no reward function returned a finite value for it (unscorable, as in training).
+
+    Leaves the model in the train/eval mode it was in."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    prompts = list(dataset["prompt"])
+    chat = isinstance(prompts[0], list)  # tokenised as TRL does: chat template, or plain text with special tokens
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts] if chat \
+        else prompts
+    completions = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                              padding_side="left", add_special_tokens=not chat).to(model.device)
+            with torch.no_grad():
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+            completions += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        model.train(was_training)
+    columns = {k: list(dataset[k]) for k in dataset.column_names if k != "prompt"}
+    totals = [None] * len(prompts)
+    for func in reward_funcs:
+        for i, r in enumerate(func(prompts=prompts, completions=completions, **columns)):
+            if r is not None and math.isfinite(r):
+                totals[i] = (totals[i] or 0.0) + r
+    return totals
+
+
+def greedy_mean_reward(model, tokenizer, dataset, reward_funcs, max_new_tokens: int, batch_size: int = 64):
+    """Mean reward of the scorable greedy completions on `dataset` (see greedy_rewards); None when none is scorable."""
+    scored = [r for r in greedy_rewards(model, tokenizer, dataset, reward_funcs, max_new_tokens, batch_size)
+              if r is not None]
+    return sum(scored) / len(scored) if scored else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -299,7 +346,11 @@ def _reward_for(task: str, args) -> Callable:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trl_rapid.evaluation", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model directory or Hub id")
-    p.add_argument("--task", required=True, choices=["math", "code"])
+    p.add_argument("--task", required=True,
+                   help="math | code (the data from --dataset), or any task of the registry (trl_rapid/tasks.py): a "
+                        "built-in name such as sort_digits, or your own 'package.module:function'; its held-out set "
+                        "and scorer(s) are used")
+    p.add_argument("--task_args", default=None, help="JSON object of the task builder's arguments (registry tasks)")
     p.add_argument("--dataset", default=None,
                    help="math500 | math | gsm8k | mbppplus, a Hub dataset name, or a local .jsonl/.parquet file "
                         "(default: math500 for math, mbppplus for code)")
@@ -321,14 +372,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def sum_of(funcs: Sequence[Callable]) -> Callable:
+    """One TRL-style reward function: the sum of `funcs`' finite rewards per completion (None where none is finite)."""
+    if len(funcs) == 1:
+        return funcs[0]
+
+    def summed(**kwargs):
+        totals = None
+        for func in funcs:
+            scores = func(**kwargs)
+            totals = totals or [None] * len(scores)
+            for i, r in enumerate(scores):
+                if r is not None and math.isfinite(r):
+                    totals[i] = (totals[i] or 0.0) + r
+        return totals
+
+    summed.__name__ = "+".join(getattr(f, "__name__", "reward") for f in funcs)
+    return summed
+
+
+def _registry_task(args):
+    """(held-out dataset, scorer) of a registry task: its eval_dataset and eval_funcs."""
+    from .tasks import build_task
+
+    task = build_task(args.task, **json.loads(args.task_args or "{}"))
+    if task.eval_dataset is None:
+        raise SystemExit(f"--task {args.task!r} built no held-out set: give it held-out prompts in --task_args "
+                         "(e.g. num_eval_prompts)")
+    dataset = task.eval_dataset
+    if args.limit is not None:
+        dataset = dataset.select(range(min(args.limit, len(dataset))))
+    return dataset, sum_of(task.eval_funcs)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    dataset = _load_eval_dataset(args.task, args.dataset, args.split, args.limit, args.conversational)
+    if args.task in ("math", "code"):
+        dataset = _load_eval_dataset(args.task, args.dataset, args.split, args.limit, args.conversational)
+        reward = _reward_for(args.task, args)
+    else:
+        dataset, reward = _registry_task(args)
     report = evaluate(
         args.model,
         None,
         dataset,
-        _reward_for(args.task, args),
+        reward,
         n=args.n,
         k=args.k,
         temperature=args.temperature,

@@ -126,12 +126,22 @@ class WarmStartRecipe:
     seed: int = field(default=0, metadata={"help": "SFTTrainer seed (data order)."})
     use_cpu: bool = field(default=True, metadata={"help": "Train the warm start on CPU (False: on the accelerator)."})
 
+    # What a recipe of another task (a subclass, e.g. trl_rapid/headroom_reverse.py) changes: its name, prompt format and
+    # corpus. Class attributes, not fields: they name the cache folder and enter the hash, not the recipe's arguments.
+    TASK = TASK_NAME
+    FORMAT = (PROMPT_PREFIX, PROMPT_SUFFIX)
+
+    def corpus(self) -> Dataset:
+        """SFT corpus in prompt-completion form (the loss falls on the answer only)."""
+        corpus = make_sort_digits_dataset(self.corpus_size, seed=self.corpus_seed, num_digits=self.num_digits)
+        return corpus.rename_column("target", "completion")
+
     def key(self) -> str:
         import torch
         import transformers
         import trl
 
-        payload = {"recipe": asdict(self), "task": TASK_NAME, "format": [PROMPT_PREFIX, PROMPT_SUFFIX],
+        payload = {"recipe": asdict(self), "task": self.TASK, "format": list(self.FORMAT),
                    "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                                 "trl": trl.__version__}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -142,7 +152,7 @@ DEFAULT_RECIPE = WarmStartRecipe()  # the training script's (configs/headroom.ya
 
 def warm_start_path(recipe: WarmStartRecipe, cache_dir: str | Path | None = None) -> Path:
     root = Path(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
-    return root / f"{TASK_NAME}-{recipe.key()}"
+    return root / f"{recipe.TASK}-{recipe.key()}"
 
 
 def build_warm_start(recipe: WarmStartRecipe | None = None, cache_dir: str | Path | None = None, log=print) -> Path:
@@ -177,8 +187,7 @@ def _train_warm_start(recipe: WarmStartRecipe, path: Path, log) -> dict:
     build_tiny_model(path, hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
                      num_heads=recipe.num_heads, seed=recipe.model_seed)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    corpus = make_sort_digits_dataset(recipe.corpus_size, seed=recipe.corpus_seed, num_digits=recipe.num_digits)
-    corpus = corpus.rename_column("target", "completion")  # prompt-completion format: loss on the answer only
+    corpus = recipe.corpus()
     args = SFTConfig(
         output_dir=str(path / "sft"), max_steps=recipe.sft_steps, per_device_train_batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate, lr_scheduler_type="constant", warmup_steps=0, seed=recipe.seed,
@@ -203,5 +212,5 @@ def _train_warm_start(recipe: WarmStartRecipe, path: Path, log) -> dict:
     shutil.rmtree(path / "sft", ignore_errors=True)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     seconds = time.perf_counter() - start
-    log(f"[warm start] {TASK_NAME}: {recipe.sft_steps} SFT steps in {seconds:.0f}s (cache key {recipe.key()})")
+    log(f"[warm start] {recipe.TASK}: {recipe.sft_steps} SFT steps in {seconds:.0f}s (cache key {recipe.key()})")
     return {"recipe": asdict(recipe), "key": recipe.key(), "sft_losses": losses, "build_seconds": seconds}

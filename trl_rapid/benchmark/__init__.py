@@ -12,6 +12,9 @@ total number of completions, the same engine and the same mini-batch `N_step`:
                             PPO-clip ratio to the stored "old" log-probs and the advantages computed at generation;
   (c) `rapid_H{H}`          `RapidTrainer` with `optimizer_steps_per_generation = H`.
 
+plus any variant (`methods.rapid_variants`), and A/A arms (`methods.aa_arms`): a method run again on a random stream
+shifted at the start of training, whose difference to the method must be noise (stats.py, report.py).
+
 Every method takes `total_completions / N_step` optimizer steps and generates `total_completions` completions
 (`total_completions / N_inference` generation calls), so they differ only in how generation and updates interleave.
 TRL's `RepeatSampler` draws prompts from one seeded permutation of the train set, so the same seed gives every method

@@ -61,7 +61,10 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
     unknown = set(raw or {}) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"Unknown top-level keys in {path}: {sorted(unknown)}. Known: {sorted(DEFAULTS)}.")
-    cfg = _merge(DEFAULTS, raw or {})
+    base = deepcopy(DEFAULTS)
+    if any("import" in ((layer or {}).get("task") or {}) for layer in (raw, overrides)):
+        base["task"] = {}  # your own task (task: {import, args}): the built-in tasks' defaults do not apply
+    cfg = _merge(base, raw or {})
     cfg = _merge(cfg, overrides or {})
     return resolve(cfg)
 
@@ -99,12 +102,19 @@ def resolve(cfg: dict) -> dict:
     if not cfg["seeds"]:
         raise ValueError("seeds must list at least one seed.")
     lrs = plan_learning_rates(cfg["learning_rates"], train)
+    from .tasks import check_task
+
+    check_task(cfg["task"])
     if cfg["model"].get("kind") == "warm_start":
-        digits = (cfg["model"].get("recipe") or {}).get("num_digits", 8)
-        if cfg["task"]["name"] != "sort_digits" or cfg["task"].get("num_digits", 8) != digits:
-            raise ValueError(f"model.kind warm_start is trained on sort_digits with {digits} digits: set task.name: "
-                             f"sort_digits and task.num_digits: {digits} (got {cfg['task']['name']!r}, "
-                             f"{cfg['task'].get('num_digits', 8)}).")
+        from .models import warm_start_recipe
+
+        name = cfg["model"].get("task", "sort_digits")
+        length = warm_start_recipe(cfg["model"]).num_digits  # the answer's length the warm start was trained on
+        key = {"reverse_word": "num_letters"}.get(name, "num_digits")  # the task's name for it
+        if cfg["task"].get("name") != name or cfg["task"].get(key, length) != length:
+            raise ValueError(f"model.kind warm_start is trained on {name} with {key} {length}: set task.name: "
+                             f"{name} and task.{key}: {length} (got {cfg['task'].get('name')!r}, "
+                             f"{cfg['task'].get(key)}).")
     cfg["plan"] = {
         "num_generations": group,
         "n_step": n_step,

@@ -49,15 +49,27 @@ def prepare_model(cfg: dict, root: Path) -> dict:
         return {"path": str(model_cfg["path"]), "kind": kind, "weights": "pretrained", "tokenizer": "auto",
                 "note": None}
     if kind == "warm_start":
-        # The headroom task's SFT warm start (trl_rapid/headroom.py), cached by the hash of its recipe.
-        from ..headroom import WarmStartRecipe, build_warm_start
+        # A headroom task's SFT warm start (trl_rapid/headroom.py), cached by the hash of its recipe.
+        from ..headroom import build_warm_start
 
-        recipe = WarmStartRecipe(**model_cfg.get("recipe", {}))
+        recipe = warm_start_recipe(model_cfg)
         cache = model_cfg.get("cache_dir") or root / "outputs" / "warm_start"
         path = build_warm_start(recipe, cache_dir=cache)
         return {"path": str(path), "kind": kind, "weights": f"SFT warm start ({recipe.sft_steps} steps, "
                 f"key {recipe.key()})", "tokenizer": "auto", "note": None, "recipe": dict(model_cfg.get("recipe", {}))}
     raise ValueError(f"model.kind must be tiny, qwen2.5-0.5b-shaped, pretrained or warm_start, got {kind!r}.")
+
+
+def warm_start_recipe(model_cfg: dict):
+    """The warm-start recipe of `model.task` (sort_digits by default, or reverse_word) with `model.recipe`'s fields."""
+    from ..headroom import WarmStartRecipe
+    from ..headroom_reverse import ReverseRecipe
+
+    recipes = {"sort_digits": WarmStartRecipe, "reverse_word": ReverseRecipe}
+    task = model_cfg.get("task", "sort_digits")
+    if task not in recipes:
+        raise ValueError(f"model.task of a warm_start must be one of {sorted(recipes)}, got {task!r}.")
+    return recipes[task](**(model_cfg.get("recipe") or {}))
 
 
 def build_qwen_shaped_model(path: str | Path, seed: int = 0, dtype: str = "bfloat16",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .stats import aa_verdict, compare_arms
+from .tasks import task_label
 
 
 def _fmt(ms: dict | None, digits: int = 1, pct: bool = False) -> str:
@@ -24,7 +25,7 @@ def format_table(result: dict) -> str:
         lines += [f"**Model: {model['kind']}, {model['note']}.** The rewards mean nothing here; compare times.", ""]
     threads = result["runs"][0].get("torch_threads") if result["runs"] else None
     lines += [
-        f"Model `{model['kind']}` ({model['weights']}), task `{cfg['task']['name']}`, "
+        f"Model `{model['kind']}` ({model['weights']}), task `{task_label(cfg['task'])}`, "
         f"{cfg['budget']['total_completions']} completions per run, N_step = {plan['n_step']} completions per "
         f"optimizer step ({plan['optimizer_steps']} optimizer steps per run), G = {plan['num_generations']}, "
         f"seeds {cfg['seeds']}, engine: {'vLLM (colocate)' if cfg['training'].get('use_vllm') else 'transformers'}.",
@@ -95,8 +96,9 @@ def format_table(result: dict) -> str:
                   "alone."]
     lines += [
         "",
-        f"Held-out reward: greedy decoding of {cfg['task']['num_eval_prompts']} prompts drawn with another seed than "
-        f"the train prompts, {plan['eval_max_new_tokens']} new tokens, before training "
+        f"Held-out reward: greedy decoding of {cfg['task'].get('num_eval_prompts', 'the task’s held-out')} prompts "
+        f"(the built-in tasks draw them with another seed than the train prompts), {plan['eval_max_new_tokens']} new "
+        "tokens, before training "
         f"({_fmt(first['initial_reward'], 3)}) and every {plan['eval_every_steps']} optimizer steps; evaluation time "
         "is excluded from every time above.",
         f"Checks: same number of completions in every run: {'yes' if checks['same_completions'] else 'NO'}; same "

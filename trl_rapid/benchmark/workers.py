@@ -115,7 +115,7 @@ def run_method(cfg: dict, model_info: dict, method: dict, seed: int, workdir: st
     import torch
     from trl import GRPOTrainer
 
-    from ..cli import greedy_mean_reward
+    from ..evaluation import greedy_mean_reward
     from ..trainer import RapidTrainer
 
     start_rss, _ = _rss_mib()
