@@ -41,6 +41,7 @@ class BufferWeights:
     def __init__(self, rewards: torch.Tensor, group_ids: torch.Tensor, reward_scale: torch.Tensor | None, step: int):
         self.rewards = rewards.clone()
         self.group_ids = group_ids.clone()
+        self.num_groups = int(group_ids.max()) + 1 if len(group_ids) else 0  # ids are 0 … groups − 1
         self.reward_scale = None if reward_scale is None else reward_scale.clone()
         self.log_weights = torch.zeros(len(rewards), dtype=torch.float32, device=rewards.device)
         self.updated_at = torch.full((len(rewards),), -1, dtype=torch.long, device=rewards.device)
@@ -60,7 +61,10 @@ class BufferWeights:
 
     def members(self, rows: torch.Tensor) -> torch.Tensor:
         """Boolean mask over the buffer: the rows of the groups that `rows` belong to."""
-        return torch.isin(self.group_ids, self.group_ids[rows.to(self.group_ids.device)])
+        # Group ids are 0 … groups − 1 (RapidTrainer numbers each process's groups so): a lookup, no sort.
+        chosen = torch.zeros(self.num_groups, dtype=torch.bool, device=self.group_ids.device)
+        chosen[self.group_ids[rows.to(self.group_ids.device)]] = True
+        return chosen[self.group_ids]
 
     def stale_members(self, rows: torch.Tensor, step: int) -> torch.Tensor:
         """Rows of the groups of `rows`, other than `rows`, whose cached weight is not from step `step`'s parameters."""
