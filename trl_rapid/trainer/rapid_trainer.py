@@ -40,10 +40,11 @@ from ..sampler_logprobs import plain_sampling_violations, recording_sampled_logp
 from ..vllm_engine import server_weight_sync, vllm_setup
 from .batches import GROUP_IDS, MODEL_INPUT_KEYS, REWARD_SCALE, REWARDS, shuffle_groups
 from .fault_tolerance import FaultToleranceMixin
+from .scale_out import ScaleOutMixin
 
 logger = get_logger(__name__)
 
-class RapidTrainer(FaultToleranceMixin, GRPOTrainer):
+class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, GRPOTrainer):
     """
     Trainer for RAPID: large-batch inference, then H off-policy mini-batch policy-gradient steps whose advantage uses an
     importance-weighted group baseline. A drop-in replacement for [`~trl.GRPOTrainer`]: same constructor, reward
