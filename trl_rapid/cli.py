@@ -453,7 +453,9 @@ def main(argv: list[str] | None = None):
     trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
     trainer.save_model(training_args.output_dir)
-    if held_out is not None and state.is_main_process:
+    # Trained under FSDP or DeepSpeed the weights are sharded: every process takes part in the forward passes.
+    sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)
+    if held_out is not None and (state.is_main_process or sharded):
         after = greedy_mean_reward(trainer.accelerator.unwrap_model(trainer.model), tokenizer, held_out, reward_funcs,
                                    max_new)
 
