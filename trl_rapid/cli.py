@@ -368,6 +368,9 @@ def plot_reward_curve(log_history: list[dict], path: Path) -> Path | None:
 
 def main(argv: list[str] | None = None):
     script_args, training_args, model_args = parse_args(argv)
+    from .trainer.scale_out import check_launch_environment
+
+    check_launch_environment(training_args)  # RapidConfig checks it too; this covers `trainer: grpo`
 
     import torch.distributed as dist
     from accelerate import PartialState

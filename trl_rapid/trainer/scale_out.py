@@ -7,13 +7,13 @@
   honoured: while the trainer's `Accelerator` is built, the CPU processes are presented to accelerate as a multi-device
   group, which is the only branch that turns the plugin on; everything after it (sharding, the device mesh,
   checkpoints) is accelerate's and torch's own code on the CPU device.
-- **Processes that train alone.** Launched with several processes on a CPU-only machine without `use_cpu: true`,
-  transformers does not join the process group and every process trains its own copy (each believing it is alone).
-  That is a start-up error now.
-- **DeepSpeed without a GPU.** DeepSpeed's CPU support needs Intel's extension (`intel_extension_for_pytorch` and
-  oneCCL), not installable here; with `use_cpu: true` accelerate ignored the DeepSpeed config (plain data parallel
-  again), without it each process trained alone. `check_launch_environment` (called by `RapidConfig` before
-  transformers builds its DeepSpeed plugin, and by the training script) stops such a launch at start-up instead.
+- **DeepSpeed without a GPU.** DeepSpeed (0.19) falls back to its CPU accelerator (gloo), and with `use_cpu: true`
+  ZeRO-2 and ZeRO-3 run on CPU processes as they are.
+- **Launches without `use_cpu` on a CPU-only machine.** transformers joins the processes only with `use_cpu: true`:
+  without it every process trained its own copy alone (FSDP did not shard either), and DeepSpeed stopped with a
+  batch-size assertion from inside its engine. `check_launch_environment` (called by `RapidConfig` before transformers
+  builds a DeepSpeed plugin or any model is loaded, by RapidTrainer, and by the training script) makes both a start-up
+  error.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ from contextlib import contextmanager
 
 import torch
 
-DEEPSPEED_NEEDS_GPU = (
-    "DeepSpeed (ZeRO-2 / ZeRO-3, e.g. configs/accelerate/zero2.yaml, zero3.yaml) needs a GPU here: this machine has "
-    "none (torch sees no CUDA or other accelerator device). DeepSpeed's CPU backend needs Intel's "
-    "intel_extension_for_pytorch and oneCCL, and accelerate 1.16 ignores a DeepSpeed config on CPU processes, so the run "
-    "would not be sharded at all. On CPU shard with FSDP2 instead: accelerate launch --config_file "
-    "configs/accelerate/fsdp_cpu.yaml ... (with use_cpu: true in the training config)."
+ALONE_WITHOUT_USE_CPU = (
+    "{what} on a machine without a GPU, and the training config does not say use_cpu: true. On such a machine "
+    "transformers joins the processes only with use_cpu=True: without it {consequence} Set `use_cpu: true` in the "
+    "training config (or --use_cpu true); the CPU launch configs are configs/accelerate/cpu_2proc.yaml (DDP), "
+    "fsdp_cpu.yaml (FSDP2), zero2_cpu.yaml and zero3_cpu.yaml (DeepSpeed)."
 )
 
 
@@ -49,17 +48,32 @@ def deepspeed_requested(args=None) -> bool:
     return _env_flag("ACCELERATE_USE_DEEPSPEED") or bool(getattr(args, "deepspeed", None))
 
 
-def check_launch_environment(args=None) -> None:
-    """Raise a clear error, at start-up, for a launch that cannot run on this machine (DeepSpeed without a GPU)."""
-    if deepspeed_requested(args) and not has_accelerator_device():
-        raise RuntimeError(DEEPSPEED_NEEDS_GPU)
-
-
 def _launched_world_size() -> int:
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
         return 1
+
+
+def check_launch_environment(args=None) -> None:
+    """Raise a clear error at start-up (before any model is loaded) for a launch of several processes, or a DeepSpeed
+    launch, on a machine without a GPU and without `use_cpu`: DeepSpeed would fail later from inside its engine, and
+    otherwise each process would train its own copy alone."""
+    if has_accelerator_device() or getattr(args, "use_cpu", False):
+        return
+    if deepspeed_requested(args):
+        raise RuntimeError(ALONE_WITHOUT_USE_CPU.format(
+            what="DeepSpeed was launched (e.g. configs/accelerate/zero2.yaml or zero3.yaml)",
+            consequence="transformers counts one process where DeepSpeed counts them all, and DeepSpeed stops with "
+                        "\"Check batch related parameters. train_batch_size is not equal to micro_batch_per_gpu * "
+                        "gradient_acc_step * world_size\" (with use_cpu, ZeRO-2 and ZeRO-3 run on the CPU processes).",
+        ))
+    world_size = _launched_world_size()
+    if world_size > 1:
+        raise RuntimeError(ALONE_WITHOUT_USE_CPU.format(
+            what=f"This process was launched as one of {world_size} (WORLD_SIZE)",
+            consequence="every process trains its own copy of the model alone, and FSDP would not shard.",
+        ))
 
 
 @contextmanager
@@ -85,16 +99,6 @@ class ScaleOutMixin:
     """Put before `GRPOTrainer` in the bases: extends transformers 5.17 `Trainer.create_accelerator_and_postprocess`."""
 
     def create_accelerator_and_postprocess(self) -> None:
-        from accelerate.state import PartialState
-        from accelerate.utils import DistributedType
-
         check_launch_environment(self.args)
-        world_size = _launched_world_size()
-        if world_size > 1 and PartialState().distributed_type == DistributedType.NO:
-            raise RuntimeError(
-                f"This process was launched as one of {world_size} (WORLD_SIZE) but transformers did not join them: "
-                "on a machine without GPUs it does so only with use_cpu=True. Set `use_cpu: true` in the training "
-                "config (or --use_cpu true); otherwise every process trains its own copy of the model alone."
-            )
         with fsdp_on_cpu_processes():
             super().create_accelerator_and_postprocess()
