@@ -1,4 +1,5 @@
-"""Run by tests/test_scale_out.py under `accelerate launch` (FSDP on 2 CPU processes, or 2 single-process "nodes").
+"""Run by tests/test_scale_out.py under `accelerate launch` (FSDP or DeepSpeed ZeRO-2/3 on 2 CPU processes, or 2
+single-process "nodes").
 
     scale_out_worker.py MODEL_DIR OUT_DIR PHASE [lora]
 
@@ -38,10 +39,18 @@ def _local(value):
 
 
 def dump_state(trainer, path):
-    optimizer = trainer.optimizer.state_dict()
+    # The torch optimizer that holds Adam's state: accelerate wraps it; under DeepSpeed ZeRO it is the ZeRO
+    # optimizer's base optimizer, over this process's partition of the fp32 master weights.
+    base = trainer.optimizer
+    while hasattr(base, "optimizer"):
+        base = base.optimizer
+    # Adam's state per master parameter, in the optimizer's own order (ZeRO-3 keys it by flat partitions that are not
+    # in param_groups between steps, so torch's state_dict() cannot index it).
+    state = [(_local(master), {key: _local(v) for key, v in values.items()}) for master, values in base.state.items()]
     torch.save({
-        "optimizer": {index: {key: _local(v) for key, v in state.items()} for index, state in optimizer["state"].items()},
-        "param_groups": [{k: v for k, v in group.items() if k != "params"} for group in optimizer["param_groups"]],
+        "master": {str(i): master for i, (master, _) in enumerate(state)},
+        "optimizer": {i: values for i, (_, values) in enumerate(state)},
+        "param_groups": [{k: v for k, v in group.items() if k != "params"} for group in base.param_groups],
         "params": {name: _local(p) for name, p in trainer.model.named_parameters() if p.requires_grad},
         "learning_rate": trainer.lr_scheduler.get_last_lr()[0],
         "global_step": trainer.state.global_step,
@@ -78,6 +87,8 @@ def report(trainer, path, steps, **extra):
         "distributed_type": str(trainer.accelerator.distributed_type),
         "fsdp": bool(trainer.is_fsdp_enabled),
         "sharded": type(next(trainer.model.parameters())).__name__,
+        # parameter elements this process holds (all of them under DDP, its shard under FSDP, none under ZeRO-3)
+        "local_numel": sum(_local(p).numel() for p in trainer.model.parameters()),
         "steps": steps,
         "global_step": trainer.state.global_step,
         "advantage_checks": len(errors),
@@ -101,12 +112,18 @@ def main(model_dir, out_dir, phase, variant="full"):
     )
     trainer = RecordingTrainer(model=model_dir, reward_funcs=repeat_digit_reward, args=args, train_dataset=PROMPTS,
                                processing_class=AutoTokenizer.from_pretrained(model_dir), peft_config=peft_config)
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    if plugin is not None and plugin.zero_stage == 3:
+        # Every tensor of the tiny model is below DeepSpeed's default persistence threshold (1e5 elements), so ZeRO-3
+        # would keep them all whole on every process: 0 partitions every parameter, as for a real model.
+        plugin.deepspeed_config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
     phases = Phases(trainer, out_dir, phase)
     trainer.add_callback(phases)
     trainer.train(resume_from_checkpoint=phase == "resume")
     final = Path(out_dir, "final")
     trainer.save_model(str(final))
-    full = trainer.accelerator.get_state_dict(trainer.model)  # a collective under FSDP: every process calls it
+    # A collective under FSDP and ZeRO-3: every process calls it (DeepSpeed wants its engine).
+    full = trainer.accelerator.get_state_dict(trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model)
     if trainer.accelerator.is_main_process:
         torch.save({k: v.clone() for k, v in full.items()}, Path(out_dir, "full-weights.pt"))
     report(trainer, Path(out_dir, f"rank{trainer.accelerator.process_index}-{phase}.json"), phases.steps)

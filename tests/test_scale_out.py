@@ -5,7 +5,10 @@
   state; the final model loads with `from_pretrained`; the same with LoRA.
 - Two "nodes" on one host with configs/accelerate/multi_node.yaml (`--num_machines 2 --machine_rank 0/1`, one process
   each, 127.0.0.1): the same checks.
-- DeepSpeed (zero2.yaml, zero3.yaml) without a GPU: a clear start-up error, not a traceback from inside DeepSpeed.
+- DeepSpeed ZeRO-2 and ZeRO-3 on 2 CPU processes (zero2_cpu.yaml, zero3_cpu.yaml): the same checks (skipped with a
+  reason where deepspeed is not installed).
+- Launches that cannot work (several processes without `use_cpu` on a CPU-only machine, DeepSpeed among them): a clear
+  start-up error, not a traceback from inside DeepSpeed or processes that each train alone.
 """
 
 import json
@@ -27,9 +30,14 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OF
        "TOKENIZERS_PARALLELISM": "false"}
 
 
-def fsdp_launches(port, worker_args):
-    return [LAUNCH + ["--config_file", str(ACCELERATE / "fsdp_cpu.yaml"), "--main_process_port", str(port), WORKER,
-                      *worker_args]]
+def one_launch(config):
+    def launches(port, worker_args):
+        return [LAUNCH + ["--config_file", str(ACCELERATE / config), "--main_process_port", str(port), WORKER,
+                          *worker_args]]
+    return launches
+
+
+fsdp_launches = one_launch("fsdp_cpu.yaml")
 
 
 def two_node_launches(port, worker_args):
@@ -107,9 +115,14 @@ def assert_same_state(before, after):
         assert state.keys() == after["optimizer"][index].keys()
         for key, value in state.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(after["optimizer"][index][key])), (index, key)
+    for name, value in before["master"].items():  # the optimizer's master weights (this process's partition)
+        assert torch.equal(value, after["master"][name]), name
     assert before["params"].keys() == after["params"].keys() and before["params"]
     for name, value in before["params"].items():
         assert torch.equal(value, after["params"][name]), name
+
+
+FULL_NUMEL = 334080  # parameter elements of the tiny model
 
 
 def check_kill_and_resume(launches, tiny_model_dir, tmp_path, ports, expect, variant="full"):
@@ -156,6 +169,8 @@ def test_fsdp_checkpoint_kill_resume_and_from_pretrained(tiny_model_dir, tmp_pat
 
     expect = {"fsdp": True, "distributed_type": "DistributedType.FSDP", "sharded": "DTensor"}
     out, full = check_kill_and_resume(fsdp_launches, tiny_model_dir, tmp_path, free_port_factory, expect)
+    held = [json.loads((out / f"rank{r}-resume.json").read_text())["local_numel"] for r in (0, 1)]
+    assert sum(held) == FULL_NUMEL and max(held) < FULL_NUMEL  # each process holds its shard only
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     loaded = model.state_dict()
     assert loaded.keys() <= full.keys() and len(loaded) >= 20
@@ -186,3 +201,50 @@ def test_two_nodes_on_one_host_checkpoint_kill_resume(tiny_model_dir, tmp_path, 
     out, full = check_kill_and_resume(two_node_launches, tiny_model_dir, tmp_path, free_port_factory, expect)
     loaded = AutoModelForCausalLM.from_pretrained(out / "final").state_dict()
     assert all(torch.equal(loaded[name], full[name]) for name in loaded)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_on_two_cpu_processes_checkpoint_kill_resume(stage, tiny_model_dir, tmp_path,
+                                                                    free_port_factory):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install deepspeed)")
+    from transformers import AutoModelForCausalLM
+
+    expect = {"fsdp": False, "distributed_type": "DistributedType.DEEPSPEED", "sharded": "Parameter"}
+    out, full = check_kill_and_resume(one_launch(f"zero{stage}_cpu.yaml"), tiny_model_dir, tmp_path,
+                                      free_port_factory, expect)
+    held = [json.loads((out / f"rank{r}-resume.json").read_text())["local_numel"] for r in (0, 1)]
+    # ZeRO-2 shards the optimizer state and gradients and keeps the weights whole; ZeRO-3 partitions the weights too.
+    assert held == ([FULL_NUMEL] * 2 if stage == 2 else [0, 0])
+    loaded = AutoModelForCausalLM.from_pretrained(out / "final").state_dict()
+    assert all(torch.equal(loaded[name], full[name]) for name in loaded)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config, message", [
+    ("cpu_2proc.yaml", "every process trains its own copy of the model alone"),
+    ("zero2_cpu.yaml", "DeepSpeed was launched"),
+])
+def test_several_cpu_processes_without_use_cpu_stop_at_start_up(config, message, tmp_path, free_port):
+    if config.startswith("zero"):
+        pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install deepspeed)")
+    command = LAUNCH + ["--config_file", str(ACCELERATE / config), "--main_process_port", str(free_port),
+                        str(REPO / "scripts" / "rapid.py"), "--config", str(REPO / "configs" / "demo.yaml"),
+                        "--use_cpu", "false", "--max_steps", "2", "--output_dir", str(tmp_path / "out"),
+                        "--model_name_or_path", str(tmp_path / "model"), "--num_eval_prompts", "0"]
+    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=150)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and message in output, output[-4000:]
+    assert "AssertionError" not in output  # DeepSpeed's own batch-size assertion is never reached
+    assert "'loss'" not in output  # no step was trained
+
+
+def test_deepspeed_without_gpu_needs_use_cpu(monkeypatch, tmp_path):
+    from trl_rapid import RapidConfig
+    from trl_rapid.trainer.scale_out import has_accelerator_device
+
+    if has_accelerator_device():
+        pytest.skip("this check is for machines without a GPU")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(RuntimeError, match=r"DeepSpeed was launched .* without a GPU.*Set `use_cpu: true`"):
+        RapidConfig(output_dir=str(tmp_path), use_cpu=False, bf16=False, report_to="none")
