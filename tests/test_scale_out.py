@@ -106,8 +106,8 @@ def load_dump(path):
     return dump
 
 
-def assert_same_state(before, after):
-    assert before["global_step"] == after["global_step"] == 4
+def assert_same_state(before, after, step=4):
+    assert before["global_step"] == after["global_step"] == step
     assert before["learning_rate"] == after["learning_rate"]
     assert before["param_groups"] == after["param_groups"]
     assert before["optimizer"].keys() == after["optimizer"].keys() and before["optimizer"]
