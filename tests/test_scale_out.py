@@ -158,6 +158,7 @@ def test_fsdp_demo_trains_on_two_cpu_processes(tmp_path, free_port):
     run([command], tmp_path, "demo")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["processes"], summary["optimizer_steps"], summary["generation_calls"]) == (2, 48, 12)
+    assert summary["distributed"] == "FSDP"
     # The 400-step demo under FSDP goes from 0.21 to 0.99; in 48 steps the reward has clearly started to rise.
     assert summary["reward_last_10pct"] > summary["reward_first_10pct"] + 0.05, summary
     assert summary["held_out_reward_after"] is not None  # every process took part in the sharded evaluation

@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None):
     }
     # transformers 5 may map a config to a tokenizer class that re-tokenises a custom vocabulary: load it explicitly.
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    trainer_cls = RapidTrainer if script_args.trainer == "rapid" else GRPOTrainer
+    trainer_cls = RapidTrainer if script_args.trainer == "rapid" else _scale_out_grpo_trainer(GRPOTrainer)
     trainer = trainer_cls(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
@@ -480,6 +480,14 @@ def main(argv: list[str] | None = None):
     return trainer
 
 
+def _scale_out_grpo_trainer(base):
+    """TRL's GRPOTrainer for the baselines, with RapidTrainer's launch handling (trainer/scale_out.py): an FSDP launch on
+    CPU processes shards instead of silently running plain data parallel."""
+    from .trainer.scale_out import ScaleOutMixin
+
+    return type("GRPOTrainer", (ScaleOutMixin, base), {"__doc__": _scale_out_grpo_trainer.__doc__})
+
+
 def _summary(trainer, script_args, generations, elapsed, before, after) -> dict:
     history = trainer.state.log_history
     rewards = [h["reward"] for h in history if _finite(h.get("reward"))]  # TRL logs None for an unscorable batch
@@ -490,6 +498,7 @@ def _summary(trainer, script_args, generations, elapsed, before, after) -> dict:
         "optimizer_steps": trainer.state.global_step,
         "generation_calls": generations,
         "processes": trainer.accelerator.num_processes,
+        "distributed": trainer.accelerator.distributed_type.value,  # e.g. "NO", "MULTI_CPU", "FSDP", "DEEPSPEED"
         "train_seconds": round(elapsed, 1),
         "reward_first_10pct": sum(first) / len(first) if rewards else None,
         "reward_last_10pct": sum(last) / len(last) if rewards else None,
