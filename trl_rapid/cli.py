@@ -450,14 +450,16 @@ def main(argv: list[str] | None = None):
 
     before = after = None
     max_new = training_args.max_completion_length
-    if held_out is not None and state.is_main_process:
-        before = greedy_mean_reward(trainer.model, tokenizer, held_out, reward_funcs, max_new)
+    # Under FSDP (after training) and DeepSpeed ZeRO-3 (from loading on) the weights are sharded: every process takes
+    # part in the held-out forward passes, or the main process waits for the others forever.
+    sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)
+    if held_out is not None and (state.is_main_process or sharded):
+        with _gathered_before_training(trainer.model):
+            before = greedy_mean_reward(trainer.model, tokenizer, held_out, reward_funcs, max_new)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
     trainer.save_model(training_args.output_dir)
-    # Trained under FSDP or DeepSpeed the weights are sharded: every process takes part in the forward passes.
-    sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)
     if held_out is not None and (state.is_main_process or sharded):
         after = greedy_mean_reward(trainer.accelerator.unwrap_model(trainer.model), tokenizer, held_out, reward_funcs,
                                    max_new)
@@ -478,6 +480,19 @@ def main(argv: list[str] | None = None):
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()  # without it one rank can abort at exit
     return trainer
+
+
+def _gathered_before_training(model):
+    """Under DeepSpeed ZeRO-3 the parameters are partitioned from loading on, and until DeepSpeed's engine wraps the
+    model in `train` nothing gathers them for a forward pass: gather them (a collective: every process enters)."""
+    from contextlib import nullcontext
+
+    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if not partitioned:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
 
 
 def _scale_out_grpo_trainer(base):
