@@ -177,7 +177,7 @@ class RapidConfig(GRPOConfig):
         self._resolve_steps_per_generation()
         from .trainer.scale_out import check_launch_environment
 
-        check_launch_environment(self)  # DeepSpeed without a GPU: before transformers builds its DeepSpeed plugin
+        check_launch_environment(self)  # no GPU and no use_cpu: before transformers builds a DeepSpeed plugin
         super().__post_init__()
         self._check_rapid_consistency()
 
