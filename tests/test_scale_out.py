@@ -254,3 +254,16 @@ def test_deepspeed_without_gpu_needs_use_cpu(monkeypatch, tmp_path):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     with pytest.raises(RuntimeError, match=r"DeepSpeed was launched .* without a GPU.*Set `use_cpu: true`"):
         RapidConfig(output_dir=str(tmp_path), use_cpu=False, bf16=False, report_to="none")
+
+
+def test_several_processes_without_gpu_need_use_cpu(monkeypatch, tmp_path):
+    from trl_rapid import RapidConfig
+    from trl_rapid.trainer.scale_out import has_accelerator_device
+
+    if has_accelerator_device():
+        pytest.skip("this check is for machines without a GPU")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"launched as one of 2 .*trains its own copy of the model alone"):
+        RapidConfig(output_dir=str(tmp_path), use_cpu=False, bf16=False, report_to="none")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    RapidConfig(output_dir=str(tmp_path), use_cpu=False, bf16=False, report_to="none")  # one process: nothing to join
