@@ -1,7 +1,7 @@
 """Run by tests/test_scale_out.py under `accelerate launch` (FSDP or DeepSpeed ZeRO-2/3 on 2 CPU processes, or 2
 single-process "nodes").
 
-    scale_out_worker.py MODEL_DIR OUT_DIR PHASE [lora]
+    scale_out_worker.py MODEL_DIR OUT_DIR PHASE [full|lora|spanning]
 
 PHASE "first": trains with a checkpoint every 2 steps; after checkpoint-4 each rank dumps its optimizer state, model
 shard and learning rate (state-first-rank<N>.pt), writes ready-rank<N>.json (with its pid) and waits to be killed
@@ -104,8 +104,12 @@ def main(model_dir, out_dir, phase, variant="full"):
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    # "spanning": a group spans the 2 micro-batches of an optimizer step, so RapidTrainer runs its extra no-grad forward
+    # pass over the step's micro-batches (under FSDP a collective too) before the gradient-accumulation passes.
+    batch = dict(per_device_train_batch_size=2, gradient_accumulation_steps=2) if variant == "spanning" else dict(
+        per_device_train_batch_size=4, gradient_accumulation_steps=1)
     args = RapidConfig(
-        output_dir=out_dir, per_device_train_batch_size=4, gradient_accumulation_steps=1, num_generations=4,
+        output_dir=out_dir, num_generations=4, **batch,
         optimizer_steps_per_generation=2, max_completion_length=4, learning_rate=5e-3, lr_scheduler_type="linear",
         max_steps=MAX_STEPS, logging_steps=1, save_strategy="steps", save_steps=2, report_to="none", use_cpu=True,
         bf16=False, disable_tqdm=True, seed=0,

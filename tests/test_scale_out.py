@@ -170,11 +170,12 @@ def test_demo_script_trains_sharded_on_two_cpu_processes(config, distributed, tm
 
 
 @pytest.mark.slow
-def test_fsdp_checkpoint_kill_resume_and_from_pretrained(tiny_model_dir, tmp_path, free_port_factory):
+@pytest.mark.parametrize("variant", ["full", "spanning"])  # spanning: groups span micro-batches (extra no-grad pass)
+def test_fsdp_checkpoint_kill_resume_and_from_pretrained(variant, tiny_model_dir, tmp_path, free_port_factory):
     from transformers import AutoModelForCausalLM
 
     expect = {"fsdp": True, "distributed_type": "DistributedType.FSDP", "sharded": "DTensor"}
-    out, full = check_kill_and_resume(fsdp_launches, tiny_model_dir, tmp_path, free_port_factory, expect)
+    out, full = check_kill_and_resume(fsdp_launches, tiny_model_dir, tmp_path, free_port_factory, expect, variant)
     held = [json.loads((out / f"rank{r}-resume.json").read_text())["local_numel"] for r in (0, 1)]
     assert sum(held) == FULL_NUMEL and max(held) < FULL_NUMEL  # each process holds its shard only
     model = AutoModelForCausalLM.from_pretrained(out / "final")
