@@ -102,7 +102,10 @@ ACCELERATE = {  # file: (distributed_type, num_processes, num_machines, mixed_pr
     "multi_gpu.yaml": ("MULTI_GPU", 4, 1, "bf16"),
     "zero2.yaml": ("DEEPSPEED", 4, 1, "bf16"),
     "zero3.yaml": ("DEEPSPEED", 4, 1, "bf16"),
+    "zero2_cpu.yaml": ("DEEPSPEED", 2, 1, "no"),
+    "zero3_cpu.yaml": ("DEEPSPEED", 2, 1, "no"),
     "fsdp.yaml": ("FSDP", 4, 1, "bf16"),
+    "fsdp_cpu.yaml": ("FSDP", 2, 1, "no"),
     "multi_node.yaml": ("MULTI_GPU", 8, 2, "bf16"),
     "cpu_2proc.yaml": ("MULTI_GPU", 2, 1, "no"),
 }

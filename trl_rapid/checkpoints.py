@@ -19,7 +19,8 @@ transformers 5.17 writes `checkpoint-<step>` file by file, `trainer_state.json` 
   resume: transformers maps the optimizer state to `cpu:0` there, which torch refuses to load to.
 - `check_finite_weights` refuses to write weights holding NaN or ±inf: such a checkpoint would destroy every run
   resumed from it. Under DeepSpeed ZeRO-3 each process holds an empty placeholder per parameter, so each parameter is
-  gathered for the check (`deepspeed.zero.GatheredParameters`; not tested here: DeepSpeed is not installed).
+  gathered for the check (`deepspeed.zero.GatheredParameters`; run at every save of the ZeRO-3 CPU launch in
+  tests/test_scale_out.py, where the weights are finite: the refusal itself is tested under DDP).
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def check_finite_weights(model, accelerator, what: str) -> None:
 def _full_or_local(param):
     """The values of `param` this process can see: FSDP2 DTensors give their local shard (the flags are summed over
     processes); a DeepSpeed ZeRO-3 parameter is an empty placeholder, so it is gathered, read-only, for the check."""
-    if hasattr(param, "ds_id"):  # ZeRO-3 (untested here: DeepSpeed is not installed in this project's environment)
+    if hasattr(param, "ds_id"):  # ZeRO-3 (run by the ZeRO-3 CPU launch of tests/test_scale_out.py)
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(param, modifier_rank=None):

@@ -266,6 +266,9 @@ def plot_reward_curve(log_history: list[dict], path: Path) -> Path | None:
 
 def main(argv: list[str] | None = None):
     script_args, training_args, model_args = parse_args(argv)
+    from .trainer.scale_out import check_launch_environment
+
+    check_launch_environment(training_args)  # RapidConfig checks it too; this covers `trainer: grpo`
 
     import torch.distributed as dist
     from accelerate import PartialState
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None):
     }
     # transformers 5 may map a config to a tokenizer class that re-tokenises a custom vocabulary: load it explicitly.
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    trainer_cls = RapidTrainer if script_args.trainer == "rapid" else GRPOTrainer
+    trainer_cls = RapidTrainer if script_args.trainer == "rapid" else _scale_out_grpo_trainer(GRPOTrainer)
     trainer = trainer_cls(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
@@ -348,13 +351,17 @@ def main(argv: list[str] | None = None):
 
     before = after = None
     max_new = training_args.max_completion_length
-    if held_out is not None and state.is_main_process:
-        before = greedy_mean_reward(trainer.model, tokenizer, held_out, task.eval_funcs, max_new)
+    # Under FSDP (after training) and DeepSpeed ZeRO-3 (from loading on) the weights are sharded: every process takes
+    # part in the held-out forward passes, or the main process waits for the others forever.
+    sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)
+    if held_out is not None and (state.is_main_process or sharded):
+        with _gathered_before_training(trainer.model):
+            before = greedy_mean_reward(trainer.model, tokenizer, held_out, task.eval_funcs, max_new)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
     trainer.save_model(training_args.output_dir)
-    if held_out is not None and state.is_main_process:
+    if held_out is not None and (state.is_main_process or sharded):
         after = greedy_mean_reward(trainer.accelerator.unwrap_model(trainer.model), tokenizer, held_out,
                                    task.eval_funcs, max_new)
 
@@ -376,6 +383,27 @@ def main(argv: list[str] | None = None):
     return trainer
 
 
+def _gathered_before_training(model):
+    """Under DeepSpeed ZeRO-3 the parameters are partitioned from loading on, and until DeepSpeed's engine wraps the
+    model in `train` nothing gathers them for a forward pass: gather them (a collective: every process enters)."""
+    from contextlib import nullcontext
+
+    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if not partitioned:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
+
+
+def _scale_out_grpo_trainer(base):
+    """TRL's GRPOTrainer for the baselines, with RapidTrainer's launch handling (trainer/scale_out.py): an FSDP launch on
+    CPU processes shards instead of silently running plain data parallel."""
+    from .trainer.scale_out import ScaleOutMixin
+
+    return type("GRPOTrainer", (ScaleOutMixin, base), {"__doc__": _scale_out_grpo_trainer.__doc__})
+
+
 def _summary(trainer, script_args, generations, elapsed, before, after) -> dict:
     history = trainer.state.log_history
     rewards = [h["reward"] for h in history if _finite(h.get("reward"))]  # TRL logs None for an unscorable batch
@@ -386,6 +414,7 @@ def _summary(trainer, script_args, generations, elapsed, before, after) -> dict:
         "optimizer_steps": trainer.state.global_step,
         "generation_calls": generations,
         "processes": trainer.accelerator.num_processes,
+        "distributed": trainer.accelerator.distributed_type.value,  # e.g. "NO", "MULTI_CPU", "FSDP", "DEEPSPEED"
         "train_seconds": round(elapsed, 1),
         "reward_first_10pct": sum(first) / len(first) if rewards else None,
         "reward_last_10pct": sum(last) / len(last) if rewards else None,

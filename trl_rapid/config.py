@@ -208,6 +208,9 @@ class RapidConfig(GRPOConfig):
     def __post_init__(self):
         check_fields(self)  # before TRL's own __post_init__, which crashes with unrelated messages on some of them
         self._resolve_steps_per_generation()
+        from .trainer.scale_out import check_launch_environment
+
+        check_launch_environment(self)  # no GPU and no use_cpu: before transformers builds a DeepSpeed plugin
         super().__post_init__()
         self._check_rapid_consistency()
 

@@ -64,7 +64,16 @@ def build_tiny_model(
         dtype="float32",
     )
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # Under a DeepSpeed ZeRO-3 launch transformers would build the model inside `deepspeed.zero.Init`, whose parameter
+    # broadcasts are collectives: the one process that writes the model (the script's main_process_first) would wait
+    # for the others forever. A model built to be written to disk is never partitioned.
+    try:
+        from transformers.modeling_utils import set_zero3_state as not_partitioned
+    except ImportError:  # a transformers without it
+        from contextlib import nullcontext as not_partitioned
+
+    with not_partitioned():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )

@@ -40,15 +40,17 @@ from ..config import RapidConfig
 from ..estimator import rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
 from ..faults import non_finite_rewards_to_nan
 from ..vllm_engine import server_weight_sync, vllm_setup
-from .batches import GROUP_IDS, MODEL_INPUT_KEYS, REWARD_SCALE, REWARDS, permute_rows, shuffle_groups
 from .adaptive_h import AdaptiveHMixin
+from .batches import GROUP_IDS, MODEL_INPUT_KEYS, REWARD_SCALE, REWARDS, permute_rows, shuffle_groups
 from .fault_tolerance import FaultToleranceMixin
 from .row_layout import ROW_INDEX, BufferWeights
 from .sampler_behaviour import SamplerBehaviourMixin
+from .scale_out import ScaleOutMixin
 
 logger = get_logger(__name__)
 
-class RapidTrainer(FaultToleranceMixin, SamplerBehaviourMixin, AdaptiveHMixin, GRPOTrainer):
+
+class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, AdaptiveHMixin, GRPOTrainer):
     """
     Trainer for RAPID: large-batch inference, then H off-policy mini-batch policy-gradient steps whose advantage uses an
     importance-weighted group baseline. A drop-in replacement for [`~trl.GRPOTrainer`]: same constructor, reward
