@@ -104,10 +104,11 @@ def main(model_dir, out_dir, phase, variant="full"):
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    # "spanning": a group spans the 2 micro-batches of an optimizer step, so RapidTrainer runs its extra no-grad forward
-    # pass over the step's micro-batches (under FSDP a collective too) before the gradient-accumulation passes.
-    batch = dict(per_device_train_batch_size=2, gradient_accumulation_steps=2) if variant == "spanning" else dict(
-        per_device_train_batch_size=4, gradient_accumulation_steps=1)
+    # "spanning": layout "groups" with a group spanning the 2 micro-batches of an optimizer step, so RapidTrainer runs
+    # its extra no-grad forward pass over the step's micro-batches (under FSDP a collective too) before the
+    # gradient-accumulation passes. The others run the default layout, "rows" (cached weights: no extra pass).
+    batch = dict(per_device_train_batch_size=2, gradient_accumulation_steps=2, micro_batch_layout="groups") \
+        if variant == "spanning" else dict(per_device_train_batch_size=4, gradient_accumulation_steps=1)
     args = RapidConfig(
         output_dir=out_dir, num_generations=4, **batch,
         optimizer_steps_per_generation=2, max_completion_length=4, learning_rate=5e-3, lr_scheduler_type="linear",

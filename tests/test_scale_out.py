@@ -246,6 +246,20 @@ def test_several_cpu_processes_without_use_cpu_stop_at_start_up(config, message,
     assert "'loss'" not in output  # no step was trained
 
 
+@pytest.mark.slow
+def test_fsdp_refuses_the_exact_forward_weight_source_at_start_up(tmp_path, free_port):
+    # Layout "rows" with baseline_weight_source="forward" runs a different number of forward passes on each process;
+    # under FSDP each is a collective, so it would hang: a start-up error instead.
+    command = LAUNCH + ["--config_file", str(ACCELERATE / "fsdp_cpu.yaml"), "--main_process_port", str(free_port),
+                        str(REPO / "scripts" / "rapid.py"), "--config", str(REPO / "configs" / "demo.yaml"),
+                        "--baseline_weight_source", "forward", "--max_steps", "2", "--output_dir",
+                        str(tmp_path / "out"), "--model_name_or_path", str(tmp_path / "model"),
+                        "--num_eval_prompts", "0"]
+    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=150)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "baseline_weight_source='forward'" in output, output[-4000:]
+    assert "sharded model" in output and "'loss'" not in output
+
 def test_deepspeed_without_gpu_needs_use_cpu(monkeypatch, tmp_path):
     from trl_rapid import RapidConfig
     from trl_rapid.trainer.scale_out import has_accelerator_device

@@ -99,6 +99,12 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
             enable_filesystem_weight_sync(self.vllm_generation, folder)
 
         self.eta = args.eta
+        if args.micro_batch_layout == "rows" and args.baseline_weight_source == "forward" and self._sharded_model():
+            raise ValueError(
+                "baseline_weight_source='forward' runs a data-dependent number of no-grad forward passes on each "
+                "process, which a sharded model (FSDP, DeepSpeed ZeRO-3) cannot take: every forward is a collective. "
+                "Use baseline_weight_source='cache' (the default) or micro_batch_layout='groups'."
+            )
         self.behaviour_logprobs = self._behaviour_logprobs_source(args)
         # TRL 1.16 recomputes µ after generation whenever a batch serves more than one micro-step; with µ from the
         # sampler that pass is answered from what `generate` recorded (see _get_per_token_logps_and_entropies).
@@ -143,6 +149,11 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
         self._resample_from = None  # first buffered micro-batch to re-sample at the next `_prepare_inputs`
         self._buffer_prompts, self._buffer_group_order = None, None
         self._outer_step_times = {"generation": 0.0, "total": 0.0}
+
+    def _sharded_model(self) -> bool:
+        """True under FSDP or DeepSpeed ZeRO-3, where a forward pass gathers parameters from every process."""
+        plugin = self.accelerator.state.deepspeed_plugin if self.is_deepspeed_enabled else None
+        return bool(self.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3))
 
     # ---------------------------------------------------------------------------------------------------------------
     # 1. Rollout
