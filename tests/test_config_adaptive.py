@@ -62,10 +62,11 @@ def test_bad_values_name_the_field(kwargs, field):
 
 def test_the_paper_baseline_with_reward_scaling_warns_with_the_measured_alternative():
     with pytest.warns(UserWarning, match="baseline='self_normalized'"):
-        make(scale_rewards="group")
+        make(scale_rewards="group", baseline="paper")
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        make()  # the paper's setting: no scaling
-        make(scale_rewards="batch", baseline="self_normalized")
+        make(baseline="paper")  # the paper's setting: no scaling
+        make(scale_rewards="batch")  # the default baseline, self-normalised
+    assert make().baseline == "self_normalized"

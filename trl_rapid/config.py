@@ -62,9 +62,13 @@ class RapidConfig(GRPOConfig):
             With `optimizer_steps_per_generation="auto"`: the smallest ESS/G (effective sample size of the truncated
             weights per group, divided by G, averaged over the step's groups and processes) at which the rest of the
             inference batch is still used. In (0, 1]. 0.9 was chosen on a 1-seed pilot of the headroom task.
-        baseline (`str`, *optional*, defaults to `"paper"`):
-            Form of the importance-weighted group baseline: `"paper"` `(1/G) Σ_j w̄_j R_j`; `"self_normalized"`
-            `Σ_j w̄_j R_j / Σ_j w̄_j`; `"leave_one_out"` `(1/(G−1)) Σ_{j≠i} w̄_j R_j` (RLOO at H = 1).
+        baseline (`str`, *optional*, defaults to `"self_normalized"`):
+            Form of the importance-weighted group baseline: `"self_normalized"` `Σ_j w̄_j R_j / Σ_j w̄_j` (the weights
+            average to 1 inside the group, so b stays between the group's rewards); `"paper"` `(1/G) Σ_j w̄_j R_j`,
+            the paper's form, which sits below the rewards when the truncated weights average below 1;
+            `"leave_one_out"` `(1/(G−1)) Σ_{j≠i} w̄_j R_j` (RLOO at H = 1). All three are the group mean at θ = µ.
+            The default is the measured best: equal to the paper's form at the recipe's learning rate, ahead at 4×
+            (docs/benchmark/layout/README.md).
         behaviour_logprobs (`str`, *optional*, defaults to `"auto"`):
             Where µ's per-token log-probs come from. `"engine"`: the inference engine's sampling log-probs (vLLM, plain
             temperature sampling only); `"sampler"`: read off transformers `generate` itself (log_softmax of its raw
@@ -137,10 +141,10 @@ class RapidConfig(GRPOConfig):
         },
     )
     baseline: str = field(
-        default="paper",
+        default="self_normalized",
         metadata={
-            "help": "Importance-weighted group baseline: 'paper' ((1/G) Σ w̄R, default), 'self_normalized' "
-            "(Σ w̄R / Σ w̄) or 'leave_one_out' ((1/(G−1)) Σ_{j≠i} w̄R; RLOO at H = 1).",
+            "help": "Importance-weighted group baseline: 'self_normalized' (Σ w̄R / Σ w̄, default), 'paper' "
+            "((1/G) Σ w̄R, the paper's form) or 'leave_one_out' ((1/(G−1)) Σ_{j≠i} w̄R; RLOO at H = 1).",
             "choices": list(BASELINES),
         },
     )
@@ -283,9 +287,8 @@ class RapidConfig(GRPOConfig):
             warnings.warn(
                 f"scale_rewards={self.scale_rewards!r} divides RAPID's advantage by a reward std, and the paper's "
                 "baseline sits below the group's rewards when the truncated weights average below 1, so that offset is "
-                "amplified. On our headroom benchmark (README) RAPID H=8 at 4x the learning rate fell to 0.10 accuracy "
-                "with baseline='paper' and reached 0.36 with baseline='self_normalized'. Consider "
-                "baseline='self_normalized', or the paper's scale_rewards='none'.",
+                "amplified: at high learning rates it costs accuracy (docs/benchmark/layout/README.md). Consider "
+                "baseline='self_normalized' (the default), or the paper's scale_rewards='none'.",
                 stacklevel=3,
             )
         if h is not None and self._h_set_by is not None and spg != h * ga:
