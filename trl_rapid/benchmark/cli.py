@@ -104,5 +104,6 @@ def main(argv: list[str] | None = None) -> dict | None:
         command = shlex.join(["python", *sys.argv])
     else:
         command = shlex.join(["python", "-m", "trl_rapid.benchmark", *argv])
-    return run_benchmark(cfg, args.output_dir, command, resume=args.resume)
+    # Flushed line by line: a long sweep's log (often redirected to a file) shows each run as it finishes.
+    return run_benchmark(cfg, args.output_dir, command, resume=args.resume, log=lambda *a: print(*a, flush=True))
 
