@@ -68,5 +68,11 @@ def test_the_paper_baseline_with_reward_scaling_warns_with_the_measured_alternat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make(baseline="paper")  # the paper's setting: no scaling
-        make(scale_rewards="batch")  # the default baseline, self-normalised
-    assert make().baseline == "self_normalized"
+        make(scale_rewards="batch")  # the default baseline, "auto", picks the self-normalised form here
+
+
+@pytest.mark.parametrize("scale_rewards, expected", [("none", "paper"), (False, "paper"), ("group", "self_normalized"),
+                                                     ("batch", "self_normalized"), (True, "self_normalized")])
+def test_the_auto_baseline_follows_the_reward_scaling(scale_rewards, expected):
+    assert make(scale_rewards=scale_rewards).baseline == expected
+    assert make(scale_rewards=scale_rewards, baseline="leave_one_out").baseline == "leave_one_out"  # explicit wins

@@ -62,12 +62,14 @@ class RapidConfig(GRPOConfig):
             With `optimizer_steps_per_generation="auto"`: the smallest ESS/G (effective sample size of the truncated
             weights per group, divided by G, averaged over the step's groups and processes) at which the rest of the
             inference batch is still used. In (0, 1]. 0.9 was chosen on a 1-seed pilot of the headroom task.
-        baseline (`str`, *optional*, defaults to `"self_normalized"`):
-            Form of the importance-weighted group baseline: `"self_normalized"` `Σ_j w̄_j R_j / Σ_j w̄_j` (the weights
-            average to 1 inside the group, so b stays between the group's rewards); `"paper"` `(1/G) Σ_j w̄_j R_j`,
-            the paper's form, which sits below the rewards when the truncated weights average below 1;
-            `"leave_one_out"` `(1/(G−1)) Σ_{j≠i} w̄_j R_j` (RLOO at H = 1). All three are the group mean at θ = µ.
-            The default is the measured best: equal to the paper's form at the recipe's learning rate, ahead at 4×
+        baseline (`str`, *optional*, defaults to `"auto"`):
+            Form of the importance-weighted group baseline: `"paper"` `(1/G) Σ_j w̄_j R_j`, the paper's form, which
+            sits below the rewards when the truncated weights average below 1; `"self_normalized"`
+            `Σ_j w̄_j R_j / Σ_j w̄_j` (the weights average to 1 inside the group, so b stays between the group's
+            rewards); `"leave_one_out"` `(1/(G−1)) Σ_{j≠i} w̄_j R_j` (RLOO at H = 1). All three are the group mean at
+            θ = µ. `"auto"` (resolved when the config is built) takes what measured best for the run's reward
+            scaling: `"paper"` with `scale_rewards="none"` (the paper's own setting), `"self_normalized"` with
+            `"group"` or `"batch"`, where a std division amplifies the paper form's offset
             (docs/benchmark/layout/README.md).
         behaviour_logprobs (`str`, *optional*, defaults to `"auto"`):
             Where µ's per-token log-probs come from. `"engine"`: the inference engine's sampling log-probs (vLLM, plain
@@ -141,11 +143,12 @@ class RapidConfig(GRPOConfig):
         },
     )
     baseline: str = field(
-        default="self_normalized",
+        default="auto",
         metadata={
-            "help": "Importance-weighted group baseline: 'self_normalized' (Σ w̄R / Σ w̄, default), 'paper' "
-            "((1/G) Σ w̄R, the paper's form) or 'leave_one_out' ((1/(G−1)) Σ_{j≠i} w̄R; RLOO at H = 1).",
-            "choices": list(BASELINES),
+            "help": "Importance-weighted group baseline: 'paper' ((1/G) Σ w̄R), 'self_normalized' (Σ w̄R / Σ w̄), "
+            "'leave_one_out' ((1/(G−1)) Σ_{j≠i} w̄R; RLOO at H = 1) or 'auto' (default: 'paper' with "
+            "scale_rewards='none', 'self_normalized' with 'group' or 'batch').",
+            "choices": [*BASELINES, "auto"],
         },
     )
     behaviour_logprobs: str = field(
@@ -269,10 +272,13 @@ class RapidConfig(GRPOConfig):
 
         ga, spg = self.gradient_accumulation_steps, self.steps_per_generation
         h = self.optimizer_steps_per_generation
-        if self.baseline not in BASELINES:
+        if self.baseline not in (*BASELINES, "auto"):
             raise ValueError(
-                f"baseline must be one of {BASELINES}, got {self.baseline!r}. 'paper' is the paper's form."
+                f"baseline must be one of {(*BASELINES, 'auto')}, got {self.baseline!r}. 'paper' is the paper's form; "
+                "'auto' picks by scale_rewards."
             )
+        if self.baseline == "auto":
+            self.baseline = "paper" if self.scale_rewards in ("none", False) else "self_normalized"
         if self.micro_batch_layout not in LAYOUTS:
             raise ValueError(
                 f"micro_batch_layout must be one of {LAYOUTS}, got {self.micro_batch_layout!r}. 'rows' shuffles the "
@@ -288,7 +294,7 @@ class RapidConfig(GRPOConfig):
                 f"scale_rewards={self.scale_rewards!r} divides RAPID's advantage by a reward std, and the paper's "
                 "baseline sits below the group's rewards when the truncated weights average below 1, so that offset is "
                 "amplified: at high learning rates it costs accuracy (docs/benchmark/layout/README.md). Consider "
-                "baseline='self_normalized' (the default), or the paper's scale_rewards='none'.",
+                "baseline='self_normalized' (what baseline='auto' picks here), or the paper's scale_rewards='none'.",
                 stacklevel=3,
             )
         if h is not None and self._h_set_by is not None and spg != h * ga:
