@@ -1,7 +1,7 @@
 """Comparisons of any two arms of a finished benchmark, from its results.json.
 
-    python -m trl_rapid.benchmark.compare docs/benchmark/headroom/results.json \
-        --pairs rapid_h8_self_normalized:rapid_H8 rapid_auto:rapid_H16 --output docs/benchmark/headroom/pairs.md
+    python -m trl_rapid.benchmark.compare docs/benchmark/layout/lr5e-5/results.json \
+        --pairs rapid_h8_rows:rapid_h8_groups rapid_h8_rows:grpo_off_policy_H8 --output /tmp/pairs.md
 
 For each pair `A:B` (method names; every learning rate the results hold), as in the benchmark's own report
 (stats.py): the difference of mean final held-out scores A − B over the seeds each ran, with Welch's unpaired interval
