@@ -30,6 +30,7 @@ def test_cached_weights_enter_their_groups_baseline_truncated_at_eta():
 
 def test_stale_members_are_the_groups_other_rows_not_yet_seen_at_this_step():
     buffer = BufferWeights(REWARDS, GROUPS, None, step=0)
+    assert buffer.stale_members(torch.tensor([0]), step=0).tolist() == []  # θ = µ: every weight is exactly 1
     assert buffer.stale_members(torch.tensor([0]), step=1).tolist() == [1, 2]
     buffer.update(torch.tensor([1]), torch.tensor([0.1]), step=1)
     assert buffer.stale_members(torch.tensor([0]), step=1).tolist() == [2]
@@ -49,7 +50,7 @@ def test_a_resampled_row_takes_its_new_reward_and_weight_one_and_its_group_std_i
     buffer = BufferWeights(REWARDS, GROUPS, scale, step=0)
     buffer.update(torch.tensor([0, 1, 2]), torch.tensor([math.log(1.5), math.log(0.5), 0.3]), step=1)
     buffer.replace(torch.tensor([2]), torch.tensor([0.0]), None, step=3, scale_rewards="group")
-    assert buffer.log_weights[2] == 0 and buffer.updated_at[2] == -1 and buffer.sampled_at[2] == 3
+    assert buffer.log_weights[2] == 0 and buffer.updated_at[2] == 3
     # group 0 is now R = [1, 0, 0]: std (Bessel) 0.57735; b = (1.5·1 + 0.5·0 + 1·0) / 3 = 0.5
     assert buffer.reward_scale[:3].tolist() == pytest.approx([torch.tensor([1.0, 0.0, 0.0]).std().item()] * 3)
     expected = (1 - 0.5) / (torch.tensor([1.0, 0.0, 0.0]).std().item() + 1e-4)

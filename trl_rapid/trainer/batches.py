@@ -24,10 +24,10 @@ def shuffle_groups(batch: dict, group_size: int, group_order: torch.Tensor | Non
     if group_order is None:
         group_order = torch.randperm(num_rows // group_size)
     permutation = (group_order[:, None] * group_size + torch.arange(group_size)).flatten()
-    return permute_rows(batch, permutation)
+    return _permute_rows(batch, permutation)
 
 
-def permute_rows(batch: dict, permutation: torch.Tensor) -> dict:
+def _permute_rows(batch: dict, permutation: torch.Tensor) -> dict:
     """Reorder every per-row value of a generation batch by `permutation` (0-dim tensors and None are kept)."""
 
     def permute(value):

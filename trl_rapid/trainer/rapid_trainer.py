@@ -30,6 +30,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import (
     get_config_model_id,
     nanstd,
+    shuffle_sequence_dict,
     split_pixel_values_by_grid,
     split_tensor_dict,
     unsplit_pixel_values_by_grid,
@@ -41,7 +42,7 @@ from ..estimator import rapid_advantages, sequence_log_weights, truncated_weight
 from ..faults import non_finite_rewards_to_nan
 from ..vllm_engine import server_weight_sync, vllm_setup
 from .adaptive_h import AdaptiveHMixin
-from .batches import GROUP_IDS, MODEL_INPUT_KEYS, REWARD_SCALE, REWARDS, permute_rows, shuffle_groups
+from .batches import GROUP_IDS, MODEL_INPUT_KEYS, REWARD_SCALE, REWARDS, shuffle_groups
 from .fault_tolerance import FaultToleranceMixin
 from .row_layout import ROW_INDEX, BufferWeights
 from .sampler_behaviour import SamplerBehaviourMixin
@@ -238,7 +239,7 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
                 batch[ROW_INDEX] = torch.arange(len(generation_batch), device=batch[REWARDS].device)
                 self._buffer_weights = BufferWeights(batch[REWARDS], batch[GROUP_IDS], batch.get(REWARD_SCALE),
                                                      step=self._step // self.args.gradient_accumulation_steps)
-                batch = permute_rows(batch, torch.randperm(len(generation_batch)))  # TRL's shuffle_sequence_dict
+                batch = shuffle_sequence_dict(batch)  # TRL's own row shuffle, as in (b)
             else:
                 self._buffer_group_order = torch.randperm(len(generation_batch) // self.num_generations)
                 batch = shuffle_groups(batch, self.num_generations, self._buffer_group_order)

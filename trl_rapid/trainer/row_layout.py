@@ -34,8 +34,8 @@ ROW_INDEX = "rapid_row_index"
 class BufferWeights:
     """Per-row state of one process's buffered inference batch: reward, group, reward scale, and the cached log-weight.
 
-    `updated_at[j]` is the optimizer step whose parameters gave `log_weights[j]`; -1 while j has not been touched since
-    µ sampled it (then log w_j = 0, exact at θ = µ). `sampled_at[j]` is the optimizer step at which µ sampled j.
+    `updated_at[j]` is the optimizer step whose parameters gave `log_weights[j]`. A row starts at the step whose θ
+    sampled it, with log w_j = 0: exact, since θ = µ there.
     """
 
     def __init__(self, rewards: torch.Tensor, group_ids: torch.Tensor, reward_scale: torch.Tensor | None, step: int):
@@ -44,8 +44,7 @@ class BufferWeights:
         self.num_groups = int(group_ids.max()) + 1 if len(group_ids) else 0  # ids are 0 … groups − 1
         self.reward_scale = None if reward_scale is None else reward_scale.clone()
         self.log_weights = torch.zeros(len(rewards), dtype=torch.float32, device=rewards.device)
-        self.updated_at = torch.full((len(rewards),), -1, dtype=torch.long, device=rewards.device)
-        self.sampled_at = torch.full((len(rewards),), step, dtype=torch.long, device=rewards.device)
+        self.updated_at = torch.full((len(rewards),), step, dtype=torch.long, device=rewards.device)
 
     def update(self, rows: torch.Tensor, log_weights: torch.Tensor, step: int) -> None:
         """Cache the log-weights of `rows` under the parameters of optimizer step `step`."""
@@ -74,9 +73,7 @@ class BufferWeights:
 
     def member_ages(self, rows: torch.Tensor, step: int) -> torch.Tensor:
         """Age in optimizer steps of every weight the baselines of `rows` read (one entry per member, float)."""
-        members = self.members(rows)
-        computed_at = torch.where(self.updated_at >= 0, self.updated_at, self.sampled_at)
-        return (step - computed_at[members]).float()
+        return (step - self.updated_at[self.members(rows)]).float()
 
     def replace(self, rows: torch.Tensor, rewards: torch.Tensor, reward_scale: torch.Tensor | None, step: int,
                 scale_rewards: str) -> None:
@@ -85,8 +82,7 @@ class BufferWeights:
         rows = rows.to(self.rewards.device)
         self.rewards[rows] = rewards.to(self.rewards.device)
         self.log_weights[rows] = 0.0
-        self.updated_at[rows] = -1
-        self.sampled_at[rows] = step
+        self.updated_at[rows] = step
         if self.reward_scale is None:
             return
         if scale_rewards == "group":
