@@ -1,7 +1,11 @@
 """Issue 15's verdict tables from the layout sweeps' results.json files (accuracy: Welch; time: ratio of means).
 
-    python docs/benchmark/layout/summarize.py docs/benchmark/layout/lr5e-5/results.json \
-        docs/benchmark/layout/lr2e-4/results.json > docs/benchmark/layout/verdict.md
+    python docs/benchmark/layout/summarize.py docs/benchmark/layout/{lr5e-5,lr2e-4,h4_h16,reverse}/results.json \
+        > docs/benchmark/layout/verdict.md
+
+First the grid (task × learning rate × H: RAPID with its defaults against (b) at the same H, with the A/A check of that
+task and rate), then each sweep's own tables. An arm is compared only with arms of its own sweep (same seeds, same code),
+except the A/A check, which is per task and rate.
 
 Accuracy differences are the benchmark's own unpaired Welch intervals (trl_rapid.benchmark.stats.compare_samples) with
 the minimum detectable difference; time ratios (CPU seconds of each run's process) are a ratio of means with a 95 %
@@ -48,14 +52,98 @@ def _ratio_interval(a: list[float], b: list[float]) -> tuple[float, float, float
     return ratio, boot.confidence_interval.low, boot.confidence_interval.high
 
 
+def _by_rate(result: dict) -> dict[float, dict[str, dict[int, dict]]]:
+    """{learning rate: {method: {seed: run}}}."""
+    rates: dict[float, dict[str, dict[int, dict]]] = {}
+    for run in result["runs"]:
+        rates.setdefault(run["learning_rate"], {}).setdefault(run["method"], {})[run["seed"]] = run
+    return rates
+
+
+def _welch(result: dict, a: dict[int, dict], b: dict[int, dict]) -> dict:
+    st = stats_settings(result["config"])
+    return compare_samples({s: r["eval"]["final_reward"] for s, r in a.items()},
+                           {s: r["eval"]["final_reward"] for s, r in b.items()},
+                           st["confidence"], st["power"], st["bootstrap_resamples"], st["bootstrap_seed"])["welch"]
+
+
+def _mean(runs: dict[int, dict]) -> float:
+    return float(np.mean([r["eval"]["final_reward"] for r in runs.values()]))
+
+
+# RAPID with today's defaults (rows, cached weights, baseline auto = self-normalised under group scaling), by H.
+DEFAULTS_ARMS = ("rapid_H{h}", "rapid_h{h}_rows_self_normalized")
+
+
+def grid(paths: list[str]) -> str:
+    """One line per task × learning rate × H: RAPID (defaults) − (b), the targets (mean ≥ 0, lower bound ≥ −0.025),
+    the A/A check of that task and rate, and RAPID's CPU time against (b) (total) and (a) (training)."""
+    results = [json.loads(open(path).read()) for path in paths]
+    aa = {}
+    for result in results:
+        for lr, runs in _by_rate(result).items():
+            if "grpo_on_policy_aa1" in runs and "grpo_on_policy" in runs:
+                aa[(result["config"]["task"]["name"], lr)] = _welch(result, runs["grpo_on_policy_aa1"],
+                                                                   runs["grpo_on_policy"])
+    out = ["| task | lr | H | n | (b) | RAPID | RAPID − (b), Welch 95 % | MDD | targets met | A/A covers 0 | "
+           "RAPID / (b) CPU | RAPID / (a) training |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|"]
+    rows = []
+    for result in results:
+        task = result["config"]["task"]["name"]
+        for lr, runs in _by_rate(result).items():
+            for h in sorted({r["h"] for method in runs.values() for r in method.values()}):
+                arm = next((name.format(h=h) for name in DEFAULTS_ARMS if name.format(h=h) in runs), None)
+                b = runs.get(f"grpo_off_policy_H{h}")
+                if arm is None or b is None:
+                    continue
+                w = _welch(result, runs[arm], b)
+                met = "yes" if w["mean"] >= 0 and w["low"] >= -0.025 else "**no**"
+                check = aa.get((task, lr))
+                covers = "n/a" if check is None else ("yes" if check["low"] <= 0 <= check["high"] else "**no**")
+                total = _ratio_interval([r["times"]["total"] for r in runs[arm].values()],
+                                        [r["times"]["total"] for r in b.values()])
+                training = ("n/a" if "grpo_on_policy" not in runs else "{:.3f} [{:.3f}, {:.3f}]".format(*_ratio_interval(
+                    [r["times"]["training"] for r in runs[arm].values()],
+                    [r["times"]["training"] for r in runs["grpo_on_policy"].values()])))
+                rows.append((task, lr, h, f"| {task} | {lr:g} | {h} | {len(runs[arm])} / {len(b)} | {_mean(b):.3f} | "
+                             f"{_mean(runs[arm]):.3f} | {w['mean']:+.3f} [{w['low']:+.3f}, {w['high']:+.3f}] | "
+                             f"{w['mdd']:.3f} | {met} | {covers} | {total[0]:.3f} [{total[1]:.3f}, {total[2]:.3f}] | "
+                             f"{training} |"))
+    return "\n".join(out + [line for *_, line in sorted(rows)]) + "\n"
+
+
 def summarize(path: str) -> str:
     result = json.loads(open(path).read())
-    st = stats_settings(result["config"])
-    runs: dict[str, dict[int, dict]] = {}
-    for run in result["runs"]:
-        runs.setdefault(run["method"], {})[run["seed"]] = run
-    lr = result["runs"][0]["learning_rate"]
-    out = [f"### learning rate {lr:g}", "", "| arm | n | final accuracy (95 % t) | CPU s per run | training CPU s |",
+    return "\n".join(_summarize_rate(result, lr, runs) for lr, runs in sorted(_by_rate(result).items()))
+
+
+def _rapid_arms(runs: dict) -> list[str]:
+    return sorted(m for m in runs if m.startswith("rapid_"))
+
+
+def _accuracy_pairs(runs: dict) -> list[tuple[str, str]]:
+    """The fixed pairs of the H = 8 sweeps, then every other RAPID arm against (b) at its H and against (a)."""
+    pairs = [(a, b) for a, b in ACCURACY_PAIRS if a in runs and b in runs]
+    for arm in _rapid_arms(runs):
+        h = next(iter(runs[arm].values()))["h"]
+        for b in (f"grpo_off_policy_H{h}", "grpo_on_policy"):
+            if b in runs and (arm, b) not in pairs:
+                pairs.append((arm, b))
+    return pairs
+
+
+def _time_pairs(runs: dict) -> list[tuple[str, str, str]]:
+    pairs = [p for p in TIME_RATIOS if p[0] in runs and p[1] in runs]
+    for arm in _rapid_arms(runs):
+        h = next(iter(runs[arm].values()))["h"]
+        for b, key in ((f"grpo_off_policy_H{h}", "total"), ("grpo_on_policy", "training")):
+            if b in runs and (arm, b, key) not in pairs:
+                pairs.append((arm, b, key))
+    return pairs
+
+
+def _summarize_rate(result: dict, lr: float, runs: dict[str, dict[int, dict]]) -> str:
+    out = [f"### {result['config']['task']['name']}, learning rate {lr:g} ({result['config']['name']})", "", "| arm | n | final accuracy (95 % t) | CPU s per run | training CPU s |",
            "|---|---:|---:|---:|---:|"]
     for method, by_seed in sorted(runs.items()):
         acc = [r["eval"]["final_reward"] for r in by_seed.values()]
@@ -64,18 +152,13 @@ def summarize(path: str) -> str:
                    f"{np.mean([r['times']['total'] for r in by_seed.values()]):.1f} | "
                    f"{np.mean([r['times']['training'] for r in by_seed.values()]):.1f} |")
     out += ["", "| A − B (final accuracy) | n A / n B | difference, Welch 95 % | MDD | covers 0 |", "|---|---:|---:|---:|---|"]
-    for a, b in ACCURACY_PAIRS:
-        if a not in runs or b not in runs:
-            continue
-        score = compare_samples({s: r["eval"]["final_reward"] for s, r in runs[a].items()},
-                                {s: r["eval"]["final_reward"] for s, r in runs[b].items()},
-                                st["confidence"], st["power"], st["bootstrap_resamples"], st["bootstrap_seed"])
-        w = score["welch"]
+    for a, b in _accuracy_pairs(runs):
+        w = _welch(result, runs[a], runs[b])
         covers = "yes" if w["low"] <= 0 <= w["high"] else "**no**"
         out.append(f"| {a} − {b} | {len(runs[a])} / {len(runs[b])} | {w['mean']:+.3f} [{w['low']:+.3f}, "
                    f"{w['high']:+.3f}] | {w['mdd']:.3f} | {covers} |")
     out += ["", "| A / B (CPU seconds) | what | ratio of means [95 % bootstrap] |", "|---|---|---:|"]
-    for a, b, key in TIME_RATIOS:
+    for a, b, key in _time_pairs(runs):
         if a in runs and b in runs:
             ratio, low, high = _ratio_interval([r["times"][key] for r in runs[a].values()],
                                                [r["times"][key] for r in runs[b].values()])
@@ -84,4 +167,6 @@ def summarize(path: str) -> str:
 
 
 if __name__ == "__main__":
+    print("## The grid: RAPID (defaults) against (b) at equal H\n")
+    print(grid(sys.argv[1:]))
     print("\n".join(summarize(path) for path in sys.argv[1:]))
