@@ -114,8 +114,8 @@ def test_the_training_script_and_the_evaluation_take_it(user_task, tiny_model_di
 
 
 def test_the_library_does_not_import_the_training_script():
-    code = ("import sys, trl_rapid.benchmark, trl_rapid.benchmark.workers, trl_rapid.tasks, trl_rapid.evaluation; "
-            "assert 'trl_rapid.cli' not in sys.modules, 'imported trl_rapid.cli'")
+    code = ("import sys, trl_rapid.benchmark, trl_rapid.benchmark.workers, trl_rapid.tasks, trl_rapid.task_args, "
+            "trl_rapid.evaluation; assert 'trl_rapid.cli' not in sys.modules, 'imported trl_rapid.cli'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
                    env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
 

@@ -8,7 +8,7 @@ import pytest
 import trl
 
 from trl_rapid import RapidConfig
-from trl_rapid.trl_values import CHOICE_FIELDS, trl_choices, values_in_source
+from trl_rapid.trl_values import CHOICE_FIELDS, trl_choices, values_in_help, values_in_source
 
 BASE = {"output_dir": "unused", "report_to": "none", "use_cpu": True, "bf16": False,
         "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2, "num_generations": 4}
@@ -47,6 +47,12 @@ def test_a_value_a_newer_trl_adds_is_read_from_its_code():
     assert set(read["loss_type"]) == {"cispo", "grpo", "my_new_loss"}
     assert read["vllm_mode"] == ("server",) and set(read["scale_rewards"]) == {True, False}
     assert read["importance_sampling_level"] == ()
+
+
+def test_values_trl_documents_count_too_but_not_another_fields():
+    help_text = ("Supported values are 'grpo', `'dapo'` and 'my-loss'. 'luspo': requires "
+                 "`importance_sampling_level='sequence'`.")
+    assert values_in_help(help_text) == ("grpo", "dapo", "my-loss", "luspo")
 
 
 @pytest.mark.parametrize("field", CHOICE_FIELDS)

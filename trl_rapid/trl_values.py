@@ -6,7 +6,9 @@ what decides which values work: each value TRL handles appears in a comparison s
 `args.loss_type in ["bnpo", "dr_grpo"]` in `trl/trainer/grpo_trainer.py` or `grpo_config.py`, and an alias appears
 as `self.scale_rewards = {True: "group", False: "none"}.get(self.scale_rewards, ...)`. Reading those lines with
 Python's `ast` (the source file is parsed, not imported) lets `RapidConfig` refuse a typo before any work, while a
-value a newer TRL adds is accepted with no change here.
+value a newer TRL adds is accepted with no change here. The values quoted in the field's own help text
+(`GRPOConfig`'s field metadata, "Supported values are 'grpo', 'dr_grpo', ...") are accepted too, so a value TRL
+documents is never refused even if its code moves to a module not read here.
 
 A read is trusted only if it finds the field's own `GRPOConfig` default among the values; otherwise the field is left
 unchecked (TRL's own error still stands) and tests/test_trl_values.py fails, so the reader gets fixed.
@@ -18,6 +20,7 @@ import ast
 import dataclasses
 import functools
 import importlib.util
+import re
 from collections.abc import Iterable
 
 # GRPOConfig fields whose values TRL dispatches on by string comparison.
@@ -63,6 +66,11 @@ def _alias_keys(value, field: str) -> list:
     return [k.value for k in value.func.value.keys if isinstance(k, ast.Constant)]
 
 
+def values_in_help(help_text: str) -> tuple:
+    """The values quoted in a field's help text: 'dapo' or `'dapo'`, not another field's `x='dapo'`."""
+    return tuple(dict.fromkeys(re.findall(r"(?<![=\w])'([A-Za-z_][\w-]*)'", help_text)))
+
+
 @functools.cache
 def trl_choices() -> dict[str, tuple]:
     """{field: the values the installed TRL accepts}, only for fields whose read is trusted (module docstring)."""
@@ -70,8 +78,13 @@ def trl_choices() -> dict[str, tuple]:
 
     source = "\n".join(_read_source(m) for m in SOURCE_MODULES)
     read = values_in_source(source, CHOICE_FIELDS)
-    defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
-    return {f: values for f, values in read.items() if f in defaults and defaults[f] in values}
+    fields = {f.name: f for f in dataclasses.fields(GRPOConfig)}
+    choices = {}
+    for name, values in read.items():
+        if name in fields and fields[name].default in values:  # trusted: the code read found the default
+            documented = values_in_help(fields[name].metadata.get("help", ""))
+            choices[name] = tuple(dict.fromkeys((*values, *documented)))
+    return choices
 
 
 def _read_source(module: str) -> str:
