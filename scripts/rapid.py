@@ -3,7 +3,7 @@
     accelerate launch scripts/rapid.py --config configs/demo.yaml
     accelerate launch --multi_gpu --num_processes 2 scripts/rapid.py --config configs/demo.yaml   # 2 CPU processes
 
-Every argument of RapidConfig / GRPOConfig, TRL's ModelConfig and the script (see trl_rapid/cli.py) can be set in the
+Every argument of RapidConfig / GRPOConfig, TRL's ModelConfig and the script (see trl_rapid/cli/) can be set in the
 YAML file or on the command line.
 """
 

@@ -174,6 +174,15 @@ def test_demo_recipe_under_accelerate_launch_with_two_processes(tmp_path, free_p
     assert "=== trl-rapid summary ===" in result.stdout
 
 
+def test_python_dash_m_runs_the_script_and_its_flags_take_underscores():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    for module in ("trl_rapid", "trl_rapid.cli"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "--code_timeout_s" in result.stdout and "--optimizer_steps_per_generation" in result.stdout
+
+
 def test_console_entry_point_exits_zero_after_training(tiny_model_dir, tmp_path, monkeypatch):
     # The installed `trl-rapid` script does `sys.exit(<entry>())`: anything but None or 0 is a failing exit status.
     import importlib

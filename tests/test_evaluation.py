@@ -122,7 +122,7 @@ def test_vllm_backend_reports_missing_package(tiny_model_dir):
 def test_cli_math_and_code(tiny_model_dir, tmp_path):
     math_out = tmp_path / "math.json"
     report = main(["--model", tiny_model_dir, "--task", "math", "--dataset", str(FIXTURES / "math500.jsonl"),
-                   "--output", str(math_out), "--n", "2", "--k", "1", "2", "--max-new-tokens", "4"])
+                   "--output", str(math_out), "--n", "2", "--k", "1", "2", "--max_new_tokens", "4"])
     assert json.loads(math_out.read_text()) == report
     _check_report(report, 2, [1, 2], 4)
     assert [t["task_id"] for t in report["tasks"]] == [f"fixture/{s}.json" for s in (
@@ -130,11 +130,37 @@ def test_cli_math_and_code(tiny_model_dir, tmp_path):
 
     code_out = tmp_path / "code.json"
     report = main(["--model", tiny_model_dir, "--task", "code", "--dataset", str(FIXTURES / "mbppplus.jsonl"),
-                   "--split", "test", "--output", str(code_out), "--n", "2", "--k", "1", "--max-new-tokens", "4",
-                   "--code-timeout", "5", "--code-workers", "2"])
+                   "--split", "test", "--output", str(code_out), "--n", "2", "--k", "1", "--max_new_tokens", "4",
+                   "--code_timeout_s", "5", "--code_workers", "2"])
     _check_report(report, 2, [1], 2)
     assert report["total"]["num_correct"] == 0  # 4 random characters are not a solution
     assert report["config"]["reward_func"] == "code_reward"
 
     with pytest.raises(SystemExit):
         main(["--model", tiny_model_dir, "--task", "code", "--dataset", "math500", "--output", str(code_out)])
+
+
+def test_flags_take_trls_underscores_and_the_old_dashed_spellings_still_work_with_a_warning():
+    from trl_rapid.evaluation import build_parser
+
+    base = ["--model", "m", "--task", "code", "--output", "o"]
+    new = build_parser().parse_args(base + ["--max_new_tokens", "4", "--top_p", "0.5", "--batch_size", "2",
+                                            "--save_completions", "--code_timeout_s", "5", "--code_workers", "2"])
+    with pytest.warns(FutureWarning) as caught:
+        old = build_parser().parse_args(base + ["--max-new-tokens", "4", "--top-p", "0.5", "--batch-size", "2",
+                                                "--save-completions", "--code-timeout", "5", "--code-workers", "2"])
+    assert vars(old) == vars(new)
+    assert (new.max_new_tokens, new.top_p, new.batch_size, new.save_completions, new.code_timeout_s,
+            new.code_workers) == (4, 0.5, 2, True, 5.0, 2)
+    assert {str(w.message).split()[0] for w in caught} == {"--max-new-tokens", "--top-p", "--batch-size",
+                                                           "--save-completions", "--code-timeout", "--code-workers"}
+    assert "--max-new-tokens" not in build_parser().format_help()  # hidden: --help shows one spelling
+
+
+def test_a_paper_task_is_evaluated_on_its_held_out_set_with_the_training_reward(tiny_model_dir, tmp_path):
+    # `--task gsm8k` is the registry's paper task: MATH's reward, on a math dataset; a code dataset is refused.
+    report = main(["--model", tiny_model_dir, "--task", "gsm8k", "--dataset", str(FIXTURES / "gsm8k.jsonl"),
+                   "--output", str(tmp_path / "g.json"), "--n", "1", "--k", "1", "--max_new_tokens", "2"])
+    assert report["config"]["reward_func"] == "math_reward" and report["total"]["num_tasks"] == 4
+    with pytest.raises(SystemExit, match="is a code dataset but --task is 'gsm8k'"):
+        main(["--model", tiny_model_dir, "--task", "gsm8k", "--dataset", "mbppplus", "--output", str(tmp_path / "x")])

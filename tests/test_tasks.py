@@ -109,13 +109,13 @@ def test_the_training_script_and_the_evaluation_take_it(user_task, tiny_model_di
     from trl_rapid.evaluation import main as evaluate_main
 
     report = evaluate_main(["--model", tiny_model_dir, "--task", user_task, "--task_args", '{"num_eval_prompts": 6}',
-                            "--n", "2", "--k", "1", "--max-new-tokens", "2", "--output", str(tmp_path / "e.json")])
+                            "--n", "2", "--k", "1", "--max_new_tokens", "2", "--output", str(tmp_path / "e.json")])
     assert report["total"]["num_tasks"] == 6 and report["config"]["reward_func"] == "copy_exact"
 
 
 def test_the_library_does_not_import_the_training_script():
-    code = ("import sys, trl_rapid.benchmark, trl_rapid.benchmark.workers, trl_rapid.tasks, trl_rapid.evaluation; "
-            "assert 'trl_rapid.cli' not in sys.modules, 'imported trl_rapid.cli'")
+    code = ("import sys, trl_rapid.benchmark, trl_rapid.benchmark.workers, trl_rapid.tasks, trl_rapid.task_args, "
+            "trl_rapid.evaluation; assert 'trl_rapid.cli' not in sys.modules, 'imported trl_rapid.cli'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
                    env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
 

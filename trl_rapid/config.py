@@ -1,5 +1,4 @@
 import json
-import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -12,6 +11,7 @@ BEHAVIOUR_LOGPROB_SOURCES = ("auto", "engine", "sampler", "trainer")
 VLLM_WEIGHT_SYNCS = ("auto", "nccl", "filesystem")
 LAYOUTS = ("rows", "groups")  # micro_batch_layout
 WEIGHT_SOURCES = ("cache", "forward")  # baseline_weight_source
+VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")  # vLLM 0.31's ModelDType
 DEFAULT_OPTIMIZER_STEPS_PER_GENERATION = 4
 ADAPTIVE_H = "auto"
 
@@ -181,7 +181,8 @@ class RapidConfig(GRPOConfig):
     )
     vllm_dtype: str = field(
         default="auto",
-        metadata={"help": "dtype of the colocated vLLM engine; 'auto' = vLLM's choice on GPU, float32 on CPU."},
+        metadata={"help": "dtype of the colocated vLLM engine; 'auto' = vLLM's choice on GPU, float32 on CPU.",
+                  "choices": list(VLLM_DTYPES)},
     )
     vllm_enforce_eager: bool | None = field(
         default=None,
@@ -267,34 +268,17 @@ class RapidConfig(GRPOConfig):
             self.steps_per_generation = (h or DEFAULT_OPTIMIZER_STEPS_PER_GENERATION) * self.gradient_accumulation_steps
 
     def _check_rapid_consistency(self):
-        if not (math.isfinite(self.eta) and self.eta > 0):
-            raise ValueError(f"eta (η) must be a finite number > 0, got {self.eta}. The paper uses eta=2.0.")
-
+        """Rules across fields, once TRL has filled in its own (each field's values: config_checks.py)."""
         ga, spg = self.gradient_accumulation_steps, self.steps_per_generation
         h = self.optimizer_steps_per_generation
-        if self.baseline not in (*BASELINES, "auto"):
-            raise ValueError(
-                f"baseline must be one of {(*BASELINES, 'auto')}, got {self.baseline!r}. 'paper' is the paper's form; "
-                "'auto' picks by scale_rewards."
-            )
         if self.baseline == "auto":
             self.baseline = "paper" if self.scale_rewards in ("none", False) else "self_normalized"
-        if self.micro_batch_layout not in LAYOUTS:
-            raise ValueError(
-                f"micro_batch_layout must be one of {LAYOUTS}, got {self.micro_batch_layout!r}. 'rows' shuffles the "
-                "inference batch row by row (TRL's layout); 'groups' keeps each prompt's completions together."
-            )
-        if self.baseline_weight_source not in WEIGHT_SOURCES:
-            raise ValueError(
-                f"baseline_weight_source must be one of {WEIGHT_SOURCES}, got {self.baseline_weight_source!r}. "
-                "'cache' costs nothing; 'forward' recomputes the group members' weights exactly."
-            )
         if self.baseline == "paper" and self.scale_rewards not in ("none", False):
             warnings.warn(
-                f"scale_rewards={self.scale_rewards!r} divides RAPID's advantage by a reward std, and the paper's "
-                "baseline sits below the group's rewards when the truncated weights average below 1, so that offset is "
-                "amplified: at high learning rates it costs accuracy (docs/benchmark/layout/README.md). Consider "
-                "baseline='self_normalized' (what baseline='auto' picks here), or the paper's scale_rewards='none'.",
+                f"scale_rewards={self.scale_rewards!r} divides RAPID's advantage by a reward std, which amplifies "
+                "the paper baseline's offset below the group's rewards (when the truncated weights average below 1). "
+                "Consider baseline='self_normalized' (what baseline='auto' picks here), or the paper's "
+                "scale_rewards='none'. Evidence: docs/benchmark/layout/README.md, 'Defaults chosen from this'.",
                 stacklevel=3,
             )
         if h is not None and self._h_set_by is not None and spg != h * ga:
@@ -328,10 +312,6 @@ class RapidConfig(GRPOConfig):
                 "importance-weighted baseline needs one raw reward per completion. Use 'sum_then_normalize'."
             )
 
-        if self.behaviour_logprobs not in BEHAVIOUR_LOGPROB_SOURCES:
-            raise ValueError(
-                f"behaviour_logprobs must be one of {BEHAVIOUR_LOGPROB_SOURCES}, got {self.behaviour_logprobs!r}."
-            )
         if self.behaviour_logprobs == "engine":
             if not self.use_vllm:
                 raise ValueError(
@@ -375,8 +355,6 @@ class RapidConfig(GRPOConfig):
                 ) from None
         if self.vllm_engine_kwargs is not None and not isinstance(self.vllm_engine_kwargs, dict):
             raise ValueError(f"vllm_engine_kwargs must be a dict, got {type(self.vllm_engine_kwargs).__name__}.")
-        if self.vllm_weight_sync not in VLLM_WEIGHT_SYNCS:
-            raise ValueError(f"vllm_weight_sync must be one of {VLLM_WEIGHT_SYNCS}, got {self.vllm_weight_sync!r}.")
         if self.vllm_weight_sync != "auto" and not (self.use_vllm and self.vllm_mode == "server"):
             raise ValueError(
                 f"vllm_weight_sync={self.vllm_weight_sync!r} only applies to use_vllm=True with vllm_mode='server' "

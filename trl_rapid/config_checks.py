@@ -9,21 +9,21 @@ Only values TRL itself cannot use are refused: TRL's documented alternatives sta
 `max_completion_length=None`, `max_steps=-1`, `top_k=-1` or `0` for "no top-k", `max_grad_norm <= 0` for "no
 clipping"). The command line and YAML give strings; `HfArgumentParser` converts them to the field's type before the
 config is built, so these rules see the same values as a Python caller.
+
+Where the allowed values of a choice field come from:
+- RAPID's own fields (`baseline`, `behaviour_logprobs`, ...): the `choices` in the field's metadata (trl_rapid/config.py).
+- TRL's fields (`loss_type`, `scale_rewards`, ...): the installed TRL's own code, read at run time
+  (trl_rapid/trl_values.py), so values a newer TRL adds are accepted without a change here.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL 1.16 `_compute_loss`
-SCALE_REWARDS = ("group", "batch", "none", True, False)  # TRL maps True → "group", False → "none"
-IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
-VLLM_MODES = ("colocate", "server")
-VLLM_IMPORTANCE_SAMPLING_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
-VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")  # vLLM 0.31 ModelDType
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Rule:
     low_open: bool = False  # True: value > low, else value >= low
     high: float | None = None  # bound on the value
     high_open: bool = False  # True: value < high, else value <= high
-    choices: tuple = ()
+    choices: tuple = ()  # kind "choice": filled in by `_with_choices` from the field's metadata or TRL's code
     optional: bool = False  # None allowed
 
     def problem(self, value: Any) -> str | None:
@@ -83,8 +83,9 @@ def real(field, fix, low=None, low_open=False, high=None, high_open=False, optio
     return Rule(field, "real", fix, low=low, low_open=low_open, high=high, high_open=high_open, optional=optional)
 
 
-def choice(field, fix, choices):
-    return Rule(field, "choice", fix, choices=tuple(choices))
+def choice(field, fix):
+    """A choice field: its allowed values are read when the config is checked (module docstring)."""
+    return Rule(field, "choice", fix)
 
 
 RULES = (
@@ -114,10 +115,16 @@ RULES = (
     real("beta", "KL coefficient: 0.0 (the paper, no reference model) or a small positive value such as 0.04.",
          low=0),
     real("top_entropy_quantile", "Share of tokens (by entropy) kept in the loss: 1.0 keeps all.", low=0, high=1),
-    choice("loss_type", "TRL's surrogate loss; TRL's default is 'dapo'.", LOSS_TYPES),
-    choice("scale_rewards", "Advantage scaling: 'none' (the paper), 'group' or 'batch'.", SCALE_REWARDS),
-    choice("importance_sampling_level", "Ratio level of the clipped surrogate: 'token' (default) or 'sequence'.",
-           IMPORTANCE_SAMPLING_LEVELS),
+    choice("loss_type", "TRL's surrogate loss; TRL's default is 'dapo'."),
+    choice("scale_rewards", "Advantage scaling: 'none' (the paper), 'group' or 'batch'."),
+    choice("importance_sampling_level", "Ratio level of the clipped surrogate: 'token' (default) or 'sequence'."),
+    # RAPID's own choices.
+    choice("baseline", "'paper' is the paper's form; 'auto' picks by scale_rewards."),
+    choice("behaviour_logprobs", "'auto' picks the source from the generation settings."),
+    choice("micro_batch_layout", "'rows' shuffles the inference batch row by row (TRL's layout); 'groups' keeps each "
+           "prompt's completions together."),
+    choice("baseline_weight_source", "'cache' costs nothing; 'forward' recomputes the group members' weights "
+           "exactly."),
     # Sampling: µ's log-probs are computed with this temperature, so it must be a usable one.
     real("temperature", "Sampling temperature: > 0, the paper uses 1.0 (greedy decoding is not a sampling policy).",
          low=0, low_open=True),
@@ -134,10 +141,10 @@ RULES = (
     real("adam_beta2", "Adam β2 in [0, 1), e.g. 0.999.", low=0, high=1, high_open=True),
     real("adam_epsilon", "Adam ε: a small positive number, e.g. 1e-8.", low=0, low_open=True),
     # vLLM (checked even without use_vllm: a value that cannot work is a typo either way).
-    choice("vllm_mode", "'colocate' (engine inside the trainer) or 'server'.", VLLM_MODES),
-    choice("vllm_importance_sampling_mode", "TRL's vLLM importance-sampling mode; the default is 'sequence_mask'.",
-           VLLM_IMPORTANCE_SAMPLING_MODES),
-    choice("vllm_dtype", "dtype of the colocated vLLM engine: 'auto' lets RAPID pick (float32 on CPU).", VLLM_DTYPES),
+    choice("vllm_mode", "'colocate' (engine inside the trainer) or 'server'."),
+    choice("vllm_importance_sampling_mode", "TRL's vLLM importance-sampling mode; the default is 'sequence_mask'."),
+    choice("vllm_dtype", "dtype of the colocated vLLM engine: 'auto' lets RAPID pick (float32 on CPU)."),
+    choice("vllm_weight_sync", "'auto' picks NCCL with CUDA, else the filesystem."),
     real("vllm_gpu_memory_utilization", "Share of GPU memory for the colocated engine: in (0, 1], e.g. 0.3.", low=0,
          low_open=True, high=1),
 )
@@ -155,6 +162,10 @@ def check_fields(config) -> None:
     for rule in RULES:
         if not hasattr(config, rule.field):
             continue  # a field this TRL version does not have
+        if rule.kind == "choice":
+            rule = _with_choices(rule, config)
+            if rule is None:
+                continue  # TRL's values could not be read: TRL's own check stands
         value = getattr(config, rule.field)
         problem = rule.problem(value)
         if problem:
@@ -178,3 +189,19 @@ def check_fields(config) -> None:
                         "(all 1.0).")
     if problems:
         raise ValueError("Invalid RapidConfig:\n  - " + "\n  - ".join(problems))
+
+
+def _with_choices(rule: Rule, config) -> Rule | None:
+    """`rule` with its allowed values: from the field's `choices` metadata where the config class declares them
+    (RAPID's fields), else from the installed TRL's code (trl_rapid/trl_values.py); None if neither knows them."""
+    from .trl_values import trl_choices, trl_version
+
+    declared = {f.name: f.metadata.get("choices") for f in dataclasses.fields(config)}
+    if declared.get(rule.field):
+        return dataclasses.replace(rule, choices=tuple(declared[rule.field]))
+    values = trl_choices().get(rule.field)
+    if not values:
+        return None
+    strings = sorted(v for v in values if isinstance(v, str))
+    fix = f"{rule.fix} (Values read from the installed TRL {trl_version()}.)"
+    return dataclasses.replace(rule, choices=(*strings, *(v for v in values if not isinstance(v, str))), fix=fix)

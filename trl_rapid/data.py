@@ -288,7 +288,7 @@ def load_minif2f(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Registry
+# Loaders by key (which task uses which loader, and which reward scores it: trl_rapid/tasks.py's PAPER)
 # ---------------------------------------------------------------------------------------------------------------------
 
 LOADERS: dict[str, Callable[..., Dataset]] = {
@@ -305,7 +305,6 @@ HUB_NAMES = {
     "evalplus/mbppplus": "mbppplus",
     "AI-MO/minif2f_test": "minif2f",
 }
-TASK_OF = {"math": "math", "math500": "math", "gsm8k": "math", "mbppplus": "code", "minif2f": "lean"}
 
 
 def load_named(kind: str, name_or_path: str | None = None, **kwargs) -> Dataset:

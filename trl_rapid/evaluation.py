@@ -12,8 +12,11 @@ Command line:
 
     python -m trl_rapid.evaluation --model DIR --task math --dataset math500 --output results.json
     python -m trl_rapid.evaluation --model DIR --task code --dataset path/to/mbppplus.jsonl --split test --output r.json
+    python -m trl_rapid.evaluation --model DIR --task gsm8k --max_new_tokens 512 --output r.json
 
-`--dataset` is a loader key (math, math500, gsm8k, mbppplus), a Hub dataset name or a local JSONL/Parquet file.
+`--task` is a paper task (math, gsm8k, mbppplus, minif2f) or its reward (math, code, lean), evaluated on the task's
+held-out set or on `--dataset`: a loader key (math, math500, gsm8k, mbppplus), a Hub dataset name or a local
+JSONL/Parquet file. Flags use TRL's underscore style (`--max_new_tokens`); the older dashed spellings still work.
 Any task of the registry (trl_rapid/tasks.py) is evaluated on its own held-out set with its own scorer:
 
     python -m trl_rapid.evaluation --model DIR --task sort_digits --n 1 --k 1 --temperature 0 --output r.json
@@ -306,15 +309,24 @@ def greedy_mean_reward(model, tokenizer, dataset, reward_funcs, max_new_tokens: 
 # Command line
 # ---------------------------------------------------------------------------------------------------------------------
 
-_DEFAULT_KIND = {"math": "math500", "code": "mbppplus"}
-_DEFAULT_SPLIT = {"math": "test", "math500": "test", "gsm8k": "test", "mbppplus": "test"}
+def _paper_task(task: str):
+    """The paper task (trl_rapid/tasks.py's PAPER) that `--task` names: by its name, or by its reward ('math',
+    'code', 'lean': the first task that reward scores); None for any other registry task."""
+    from .tasks import PAPER
+
+    if task in PAPER:
+        return PAPER[task]
+    return next((paper for paper in PAPER.values() if paper.reward == task), None)
 
 
 def _load_eval_dataset(task: str, dataset: str | None, split: str | None, limit: int | None, conversational: bool):
-    from .data import HUB_NAMES, LOADERS, TASK_OF, is_local
+    """The held-out set of paper task `task`, or `dataset` (a loader key, a Hub name or a local file) scored by the
+    same reward."""
+    from .data import HUB_NAMES, LOADERS, is_local
+    from .tasks import REWARD_OF_LOADER
 
-    kind = _DEFAULT_KIND[task]
-    path = None
+    paper = _paper_task(task)
+    kind, path = paper.eval_loader, None
     if dataset in LOADERS:
         kind = dataset
     elif dataset in HUB_NAMES:
@@ -324,51 +336,55 @@ def _load_eval_dataset(task: str, dataset: str | None, split: str | None, limit:
         if not is_local(dataset):
             raise SystemExit(f"--dataset {dataset!r}: not a known dataset ({sorted(LOADERS)}), Hub name "
                              f"({sorted(HUB_NAMES)}) or existing local file")
-    if TASK_OF[kind] != task:
-        raise SystemExit(f"--dataset {dataset!r} is a {TASK_OF[kind]} dataset but --task is {task!r}")
-    kwargs = {"split": split or _DEFAULT_SPLIT[kind], "conversational": conversational, "limit": limit}
+    if REWARD_OF_LOADER[kind] != paper.reward:
+        raise SystemExit(f"--dataset {dataset!r} is a {REWARD_OF_LOADER[kind]} dataset but --task is {task!r}")
+    kwargs = {"split": split or "test", "conversational": conversational, "limit": limit}
     if path is not None:
         kwargs["name_or_path"] = path
     return LOADERS[kind](**kwargs)
 
 
-def _reward_for(task: str, args) -> Callable:
-    if task == "math":
-        from .rewards.math import math_reward
+def _paper_reward(task: str, args, dataset: str | None) -> Callable:
+    """The paper task's reward, built as the training script builds it (trl_rapid/task_args.py's settings)."""
+    from .task_args import TaskArguments
+    from .tasks import build_reward
 
-        return math_reward
-    from .rewards.code import make_code_reward
-    from .rewards.sandbox import SandboxConfig
-
-    return make_code_reward(SandboxConfig(timeout_s=args.code_timeout, workers=args.code_workers))
+    options = TaskArguments(task=task, dataset_name=dataset, code_timeout_s=args.code_timeout_s,
+                            code_workers=args.code_workers)
+    return build_reward(_paper_task(task).reward, options)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .flags import add_flag
+
     p = argparse.ArgumentParser(prog="python -m trl_rapid.evaluation", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model directory or Hub id")
     p.add_argument("--task", required=True,
-                   help="math | code (the data from --dataset), or any task of the registry (trl_rapid/tasks.py): a "
+                   help="a paper task (math, gsm8k, mbppplus, minif2f) or its reward (math, code, lean), on its "
+                        "held-out set or on --dataset; or any other task of the registry (trl_rapid/tasks.py): a "
                         "built-in name such as sort_digits, or your own 'package.module:function'; its held-out set "
                         "and scorer(s) are used")
     p.add_argument("--task_args", default=None, help="JSON object of the task builder's arguments (registry tasks)")
     p.add_argument("--dataset", default=None,
                    help="math500 | math | gsm8k | mbppplus, a Hub dataset name, or a local .jsonl/.parquet file "
-                        "(default: math500 for math, mbppplus for code)")
+                        "(default: the task's held-out set: math500 for math, mbppplus for code)")
     p.add_argument("--split", default=None, help="dataset split (default: test)")
     p.add_argument("--output", required=True, help="path of the JSON report")
     p.add_argument("--n", type=int, default=8, help="samples per prompt")
     p.add_argument("--k", type=int, nargs="+", default=[1, 8], help="pass@k values to report")
     p.add_argument("--temperature", type=float, default=0.9)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=2048)
+    add_flag(p, "--top_p", deprecated=("--top-p",), type=float, default=1.0)
+    add_flag(p, "--max_new_tokens", deprecated=("--max-new-tokens",), type=int, default=2048)
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
-    p.add_argument("--batch-size", type=int, default=8)
+    add_flag(p, "--batch_size", deprecated=("--batch-size",), type=int, default=8)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N tasks")
     p.add_argument("--conversational", action="store_true", help="format prompts as chat messages")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save-completions", action="store_true")
-    p.add_argument("--code-timeout", type=float, default=10.0, help="seconds per program (code task)")
-    p.add_argument("--code-workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
+    add_flag(p, "--save_completions", deprecated=("--save-completions",), action="store_true")
+    add_flag(p, "--code_timeout_s", deprecated=("--code-timeout",), type=float, default=10.0,
+             help="seconds per program (code task)")
+    add_flag(p, "--code_workers", deprecated=("--code-workers",), type=int, default=None,
+             help="programs run in parallel (code task; default: min(8, CPU count))")
     return p
 
 
@@ -407,9 +423,9 @@ def _registry_task(args):
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    if args.task in ("math", "code"):
+    if _paper_task(args.task) is not None:
         dataset = _load_eval_dataset(args.task, args.dataset, args.split, args.limit, args.conversational)
-        reward = _reward_for(args.task, args)
+        reward = _paper_reward(args.task, args, args.dataset)
     else:
         dataset, reward = _registry_task(args)
     report = evaluate(

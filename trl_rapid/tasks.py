@@ -192,11 +192,14 @@ PAPER = {
     # The spec fixes the test set (244 problems); training uses the disjoint valid set (244) of the same file.
     "minif2f": PaperTask("minif2f", "valid", "minif2f", "test", "lean"),
 }
+# The reward that scores each loader's prompts (the evaluation checks `--dataset` against `--task` with it).
+REWARD_OF_LOADER = {loader: task.reward for task in PAPER.values() for loader in (task.loader, task.eval_loader)}
 
 
 def build_paper_task(name: str, options) -> Task:
     """Train and held-out sets of a paper task, and its reward built first (a missing Lean toolchain or a broken code
-    sandbox stops here, before any download). `options`: the training script's arguments (RapidScriptArguments)."""
+    sandbox stops here, before any download). `options`: a `trl_rapid.task_args.TaskArguments` (the training
+    script's arguments extend it)."""
     task = PAPER[name]
     reward = build_reward(task.reward, options)
 
