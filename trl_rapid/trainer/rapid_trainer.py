@@ -37,7 +37,6 @@ from trl.trainer.utils import (
     unsplit_pixel_values_by_grid,
 )
 
-from ..adaptive import AdaptiveH
 from ..compat.grpo import GRPOForwardAdapter, trl_forward_logps, trl_recomputes_behaviour_logps
 from ..config import RapidConfig
 from ..estimator import rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
@@ -126,7 +125,6 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
         # sits among the buffered micro-batches (for baseline_weight_source="forward").
         self._rows_layout = args.micro_batch_layout == "rows"
         self._buffer_weights, self._row_micro_batch, self._row_position = None, None, None
-        self._resampling_rows = False  # adaptive H re-samples single rows of groups under layout "rows"
         # Layout "groups": the loss's own forward pass gives every group member's log-prob only when micro-batches hold
         # whole groups.
         self._whole_groups_per_micro_batch = args.per_device_train_batch_size % args.num_generations == 0
@@ -141,13 +139,8 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
         self._gathered_rewards_per_func = None  # set by _calculate_rewards, consumed right after
         self._warned_infinite_rewards = set()  # reward functions already warned about ±inf (warn once each)
         self._skipped_updates = 0  # optimizer steps skipped for a non-finite gradient
-        # Adaptive H (adaptive.py): the rule, the ESS of the optimizer step being taken, and where a re-sample starts.
-        self._adaptive_h = (
-            AdaptiveH(args.num_optimizer_steps_per_generation, args.adaptive_ess_threshold) if args.adaptive_h else None
-        )
-        self._step_ess = []  # (Σ ESS/G over groups, number of groups) per micro-batch of the current optimizer step
-        self._resample_from = None  # first buffered micro-batch to re-sample at the next `_prepare_inputs`
-        self._buffer_prompts, self._buffer_group_order = None, None
+        self._buffer_group_order = None  # layout "groups": the order of the buffer's groups
+        self._init_adaptive_h(args)  # off unless optimizer_steps_per_generation="auto" (adaptive_h.py)
         self._outer_step_times = {"generation": 0.0, "total": 0.0}
 
     def _sharded_model(self) -> bool:
@@ -372,9 +365,7 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
         for micro_batch, chunk in zip(micro_batches, advantages.split([len(mb[REWARDS]) for mb in micro_batches])):
             micro_batch["advantages"] = chunk
         stats = self._log_weight_diagnostics(log_weights, group_ids, ages)
-        if self._adaptive_h is not None:  # the step's ESS/G, weighted by its whole groups (rows / G of them)
-            num_groups = len(group_ids) / self.num_generations
-            self._step_ess.append(torch.stack([stats["ess"] * num_groups, stats["ess"].new_tensor(num_groups)]))
+        self._record_step_ess(stats["ess"], len(group_ids) / self.num_generations)  # adaptive H (adaptive_h.py)
 
     def _log_weight_diagnostics(self, log_weights, group_ids, ages=None):
         # Kept on the device: gathered over processes and read back once per logging step (see `log`), so a
@@ -409,8 +400,6 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
             self._metrics["train"]["rapid/generation_time"].append(times["generation"])
             self._metrics["train"]["rapid/train_time"].append(times["total"] - times["generation"])
             self._outer_step_times = {"generation": 0.0, "total": 0.0}
-        if self._adaptive_h is not None and self._step % self.args.gradient_accumulation_steps == 0:
-            self._decide_h()
         return loss
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -423,7 +412,4 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
         if self.model.training and "loss" in logs:
             if not self.is_deepspeed_enabled:
                 logs["rapid/skipped_updates"] = float(self._skipped_updates)
-            if self._adaptive_h is not None:  # running totals, like skipped_updates (TRL would average them)
-                logs["rapid/resamples"] = float(self._adaptive_h.resamples)
-                logs["rapid/wasted_completions"] = float(self._adaptive_h.wasted_rows * self.accelerator.num_processes)
         super().log(logs, start_time)
