@@ -403,13 +403,12 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
         return loss
 
     # ---------------------------------------------------------------------------------------------------------------
-    # Logging: the buffered weight diagnostics and RAPID's running totals
+    # Logging: the buffered weight diagnostics and the running count of skipped updates
     # ---------------------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # Extends TRL 1.16: every training log carries the running count of skipped updates (none under DeepSpeed,
-        # where nothing is skipped).
+        # where nothing is skipped); adaptive H adds its own totals (adaptive_h.py).
         self._flush_weight_diagnostics()  # RAPID's weight diagnostics, buffered on the device since the last log
-        if self.model.training and "loss" in logs:
-            if not self.is_deepspeed_enabled:
-                logs["rapid/skipped_updates"] = float(self._skipped_updates)
+        if self.model.training and "loss" in logs and not self.is_deepspeed_enabled:
+            logs["rapid/skipped_updates"] = float(self._skipped_updates)
         super().log(logs, start_time)
