@@ -7,8 +7,8 @@ when the installed version differs, and checks that pyproject.toml pins the same
   (trainer/rapid_trainer.py, trainer/sampler_behaviour.py).
 - `transformers`: transformers 5.17.0 `Trainer._save_checkpoint` (and TRL 1.16.0's override of it),
   `_load_optimizer_and_scheduler`, `_get_output_dir`, `_save_optimizer_and_scheduler`, `_save_scaler`,
-  `_save_rng_state`, `_push_from_checkpoint` (trainer/fault_tolerance.py); `GenerationMixin._prepare_generation_config`,
-  `_prepare_special_tokens`, `_get_logits_processor` (sampler_logprobs.py).
+  `_save_rng_state`, `_push_from_checkpoint` (trainer/fault_tolerance.py); `GenerationMixin`'s
+  `_prepare_generation_config`, `_prepare_special_tokens`, `_get_logits_processor` (sampler_logprobs.py).
 - `vllm`: TRL 1.16.0 `trl.generation.vllm_generation.LLM` (rebound), `VLLMGeneration._iter_named_params` and
   `.sync_weights`, `VLLMClient.init_communicator`; vLLM 0.31.0 `dispatch_cpu_unquantized_gemm`, the worker's
   `reload_weights` and `model_runner.get_model` (vllm_engine.py, vllm_server.py, vllm_cpu.py).
