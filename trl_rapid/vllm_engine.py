@@ -16,20 +16,19 @@ checkpoint's dtype, or bfloat16 for a float32 checkpoint on CPU), `enforce_eager
 vllm_tensor_parallel_size x steps_per_generation`, i.e. one whole generation batch per process.
 
 The narrowest hook is that module-level name: `engine_kwargs_override` rebinds `trl.generation.vllm_generation.LLM`
-to a function that merges the overrides into TRL's keyword arguments and calls the real `LLM`, only for the duration of
-a `with` block around the trainer's `__init__`. Nothing else in TRL or vLLM changes, and TRL's own arguments are kept
+(compat/vllm.py) to a function that merges the overrides into TRL's keyword arguments and calls the real `LLM`, only
+for the duration of a `with` block around the trainer's `__init__`. Nothing else in TRL or vLLM changes, and TRL's own arguments are kept
 unless an override names the same key. The engine is a plain `vllm.LLM` instance.
 """
 
 from __future__ import annotations
 
-import threading
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-__all__ = ["engine_kwargs_override", "server_weight_sync", "vllm_setup"]
+from .compat.vllm import rebinding_trl_llm
 
-_lock = threading.RLock()
+__all__ = ["engine_kwargs_override", "server_weight_sync", "vllm_setup"]
 
 
 @contextmanager
@@ -48,23 +47,19 @@ def engine_kwargs_override(**overrides: Any):
     there the block is a no-op. Not meant for concurrent trainer construction from several threads (it rebinds a module
     attribute); nested blocks compose, inner overrides winning.
     """
-    import trl.generation.vllm_generation as vllm_generation
-
     built: list[dict[str, Any]] = []
-    with _lock:
-        original = vllm_generation.LLM
 
+    def with_overrides(llm):
         def build_llm(*args: Any, **kwargs: Any):
             kwargs.update(overrides)
             built.append(dict(kwargs))
-            return original(*args, **kwargs)
+            return llm(*args, **kwargs)
 
-        build_llm.__wrapped__ = original  # type: ignore[attr-defined]
-        vllm_generation.LLM = build_llm
-        try:
-            yield built
-        finally:
-            vllm_generation.LLM = original
+        build_llm.__wrapped__ = llm  # type: ignore[attr-defined]
+        return build_llm
+
+    with rebinding_trl_llm(with_overrides):
+        yield built
 
 
 def server_weight_sync(args) -> str:

@@ -38,11 +38,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .compat.vllm import (
+    named_params_for_vllm,
+    replace_sync_weights,
+    trl_named_params,
+    without_init_communicator,
+    worker_model,
+    worker_reload_weights,
+)
 from .vllm_cpu import apply_cpu_workarounds, needs_cpu_workarounds
 
 __all__ = [
@@ -82,19 +90,19 @@ class FilesystemWeightSyncExtension:
     def rapid_reload_weights(self, weights_path: str) -> dict:
         """Load every `*.safetensors` tensor in `weights_path` into the running model, in place.
 
-        Uses the worker's `reload_weights(weights_path=...)` (vLLM 0.31: `GPUModelRunner.reload_weights`, which CPU
-        inherits), i.e. the checkpoint loader and weight post-processing the engine used at start-up, with the
-        checkpoint's tensor names. The model path the worker remembers moves to `weights_path`.
+        Uses the worker's own reload (compat/vllm.py), i.e. the checkpoint loader and weight post-processing the
+        engine used at start-up, with the checkpoint's tensor names. The model path the worker remembers moves to
+        `weights_path`.
         """
         start = time.perf_counter()
-        self.reload_weights(weights_path=str(weights_path), is_checkpoint_format=True)
+        worker_reload_weights(self, weights_path)
         return {"weights_path": str(weights_path), "seconds": time.perf_counter() - start}
 
     def rapid_weights_checksum(self) -> dict:
         """Sum (float64) and count of every parameter of the served model: a cheap check that a reload took effect."""
         import torch
 
-        model = self.model_runner.get_model()
+        model = worker_model(self)
         total = 0.0
         count = 0
         with torch.no_grad():
@@ -138,29 +146,7 @@ def server_collective_rpc(client: Any, method: str, timeout: float | None = None
     return (result or {}).get("results", [])
 
 
-def _named_parameters_for_vllm(model) -> Iterator[tuple[str, Any]]:
-    """The model's weights under the names vLLM's loader expects: unwrapped, and merged if it is a PEFT model.
-
-    Mirrors `VLLMGeneration._iter_named_params` of TRL 1.16 for the single-process, non-FSDP case (PEFT: merge,
-    strip `base_model.model.` / `.base_layer`, skip adapter tensors and `original_module`, drop
-    `modules_to_save.default.`). Tied weights come out once (`named_parameters` deduplicates), as vLLM expects.
-    """
-    from accelerate.utils import extract_model_from_parallel, is_peft_model
-
-    model = extract_model_from_parallel(model)
-    if is_peft_model(model):
-        model.merge_adapter()
-        try:
-            for name, param in model.named_parameters():
-                name = name.removeprefix("base_model.model.").replace(".base_layer", "")
-                if model.prefix in name or "original_module" in name:
-                    continue
-                yield name.replace("modules_to_save.default.", ""), param.data
-        finally:
-            model.unmerge_adapter()
-    else:
-        for name, param in model.named_parameters():
-            yield name.replace("_checkpoint_wrapped_module.", ""), param.data
+_named_parameters_for_vllm = named_params_for_vllm  # the single-process default of `sync_weights_via_filesystem`
 
 
 def _prune(folder: Path, keep: int) -> None:
@@ -212,8 +198,8 @@ def sync_weights_via_filesystem(
 ) -> Path:
     """Push the trainer's current weights to a vLLM server started by this module; return the checkpoint directory.
 
-    Writes the weights (unwrapped, PEFT adapters merged; or `named_params` if given, e.g. TRL's
-    `VLLMGeneration._iter_named_params()`) atomically as `folder/weights-NNNNNN/model.safetensors`, asks every server
+    Writes the weights (unwrapped, PEFT adapters merged; or `named_params` if given, e.g. TRL's own, see
+    `enable_filesystem_weight_sync`) atomically as `folder/weights-NNNNNN/model.safetensors`, asks every server
     worker to reload from it (`FilesystemWeightSyncExtension.rapid_reload_weights`), then resets the server's prefix
     cache so no KV computed with the old weights is reused. `client` is a TRL `VLLMClient` or a base URL.
     """
@@ -228,38 +214,29 @@ def sync_weights_via_filesystem(
 
 @contextmanager
 def without_nccl_weight_transfer():
-    """While active, TRL's `VLLMClient.init_communicator` is a no-op (TRL 1.16 calls it in `VLLMGeneration._init_vllm`).
+    """While active, TRL's `VLLMClient.init_communicator` is a no-op (compat/vllm.py; TRL calls it while building a
+    server-mode trainer).
 
     Lets a TRL trainer with `vllm_mode="server"` start against a server without NCCL weight transfer (a CPU machine,
     or `python -m trl_rapid.vllm_server`); pair it with `enable_filesystem_weight_sync`, or weights never reach the
     server.
     """
-    from trl.generation.vllm_client import VLLMClient
-
-    original = VLLMClient.init_communicator
-
-    def init_communicator(self, device=0):  # noqa: ARG001 - same signature as TRL's
-        self.communicator = None
-
-    VLLMClient.init_communicator = init_communicator
-    try:
+    with without_init_communicator():
         yield
-    finally:
-        VLLMClient.init_communicator = original
 
 
 def enable_filesystem_weight_sync(vllm_generation, folder: str | os.PathLike, keep: int = 1) -> None:
     """Make a TRL `VLLMGeneration` (server mode) sync weights through `folder` instead of NCCL.
 
-    Replaces the instance's `sync_weights`. Every process walks TRL's own `_iter_named_params()` (it gathers
-    ZeRO-3 / FSDP shards and merges PEFT adapters, collectively); the main process writes the folder and asks the server
-    to reload.
+    Replaces the instance's `sync_weights`. Every process walks TRL's own weight iterator (compat/vllm.py
+    `trl_named_params`: it gathers ZeRO-3 / FSDP shards and merges PEFT adapters, collectively); the main process writes
+    the folder and asks the server to reload.
     """
     if vllm_generation.mode != "server":
         raise ValueError("enable_filesystem_weight_sync is for vllm_mode='server'; colocate mode syncs in memory.")
 
     def sync_weights() -> None:
-        named = vllm_generation._iter_named_params()
+        named = trl_named_params(vllm_generation)
         if vllm_generation.accelerator.is_main_process:
             sync_weights_via_filesystem(
                 None, folder, vllm_generation.vllm_client, named_params=named, keep=keep
@@ -268,7 +245,7 @@ def enable_filesystem_weight_sync(vllm_generation, folder: str | os.PathLike, ke
             for _ in named:  # take part in the gather collectives
                 pass
 
-    vllm_generation.sync_weights = sync_weights
+    replace_sync_weights(vllm_generation, sync_weights)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Adaptive H in the trainer (`optimizer_steps_per_generation="auto"`): after each optimizer step, decide from the
 step's ESS whether the rest of the inference batch is stale (the rule: ../adaptive.py), and re-sample it.
 
-A mixin of RapidTrainer over TRL 1.16's GRPOTrainer. RapidTrainer's `__init__` sets `_adaptive_h` (the rule, or None),
-`_step_ess` (the current optimizer step's ESS per micro-batch) and `_resample_from`; its `training_step` calls
-`_decide_h`, its `_prepare_inputs` calls `_resample_stale_rows`.
+A mixin of RapidTrainer over TRL 1.16's GRPOTrainer. RapidTrainer's `__init__` calls `_init_adaptive_h`, its
+`_set_advantages` `_record_step_ess`, its `_prepare_inputs` `_resample_stale_rows` (when `_resample_from` is set); the
+decision after each optimizer step and the logged totals are this mixin's `training_step` and `log`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,43 @@ from __future__ import annotations
 import torch
 from trl.trainer.utils import split_pixel_values_by_grid, split_tensor_dict, unsplit_pixel_values_by_grid
 
+from ..adaptive import AdaptiveH
 from .batches import GROUP_IDS, REWARD_SCALE, REWARDS
 from .row_layout import ROW_INDEX
 
 
 class AdaptiveHMixin:
     """Re-samples the stale rest of an inference batch when the rule says so (see the module docstring)."""
+
+    def _init_adaptive_h(self, args):
+        """The rule (adaptive.py; None when H is fixed), and its state: the ESS of the optimizer step being taken, where
+        a re-sample starts, and the buffer's prompts (a re-sample must see the same ones)."""
+        self._adaptive_h = (
+            AdaptiveH(args.num_optimizer_steps_per_generation, args.adaptive_ess_threshold) if args.adaptive_h else None
+        )
+        self._step_ess = []  # (Σ ESS/G over groups, number of groups) per micro-batch of the current optimizer step
+        self._resample_from = None  # first buffered micro-batch to re-sample at the next `_prepare_inputs`
+        self._resampling_rows = False  # re-sampling single rows of groups (layout "rows")
+        self._buffer_prompts = None
+
+    def _record_step_ess(self, ess: torch.Tensor, num_groups: float):
+        """A micro-batch's ESS/G, weighted by its whole groups (rows / G of them), towards its optimizer step's."""
+        if self._adaptive_h is not None:
+            self._step_ess.append(torch.stack([ess * num_groups, ess.new_tensor(num_groups)]))
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        # Extends TRL 1.16 (which advances `self._step`): after each optimizer step, decide whether to re-sample.
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._adaptive_h is not None and self._step % self.args.gradient_accumulation_steps == 0:
+            self._decide_h()
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Extends TRL 1.16: running totals, like skipped_updates (TRL would average them).
+        if self._adaptive_h is not None and self.model.training and "loss" in logs:
+            logs["rapid/resamples"] = float(self._adaptive_h.resamples)
+            logs["rapid/wasted_completions"] = float(self._adaptive_h.wasted_rows * self.accelerator.num_processes)
+        super().log(logs, start_time)
 
     def _resample_stale_rows(self, generation_batch):
         """Adaptive H: the micro-batches from `_resample_from` on are stale; sample their prompts again with the current

@@ -1,22 +1,19 @@
 """Fault tolerance for RapidTrainer: no non-finite update, no non-finite or partial checkpoint, no resume from a
-partial one (the helpers live in ../faults.py and ../checkpoints.py; this mixin is where they hook into the Trainer)."""
+partial one (the helpers live in ../faults.py and ../checkpoints.py; this mixin is where they hook into the Trainer;
+the checkpoint save that writes into a staging folder mirrors transformers' and lives in ../compat/transformers.py)."""
 
 from __future__ import annotations
 
 import warnings
 
-from ..checkpoints import (
-    check_finite_weights,
-    load_optimizer_and_scheduler_on_cpu,
-    remove_stale_staging,
-    resolve_resume_checkpoint,
-    save_checkpoint,
-)
+from ..checkpoints import check_finite_weights, remove_stale_staging, resolve_resume_checkpoint
+from ..compat.transformers import StagedCheckpointAdapter
 from ..faults import DEEPSPEED_GUARD_INACTIVE, is_finite_norm, skip_update
 
 
-class FaultToleranceMixin:
-    """Put before `GRPOTrainer` in the bases: each method extends the transformers 5.17 / TRL 1.16 one it names."""
+class FaultToleranceMixin(StagedCheckpointAdapter):
+    """Put before `GRPOTrainer` in the bases: each method extends the transformers 5.17 / TRL 1.16 one it names;
+    checkpoints are written complete or not at all (StagedCheckpointAdapter)."""
 
     _skipped_updates = 0  # optimizer steps skipped for a non-finite gradient (running total, logged by RapidTrainer)
 
@@ -35,18 +32,6 @@ class FaultToleranceMixin:
         # Extends transformers 5.17: weights holding NaN or inf are never written (NonFiniteWeightsError instead).
         check_finite_weights(self.model, self.accelerator, f"the model to {output_dir or self.args.output_dir}")
         super().save_model(output_dir, _internal_call)
-
-    def _save_checkpoint(self, model, trial):
-        # Replaces TRL 1.16 `GRPOTrainer._save_checkpoint` and transformers 5.17 `Trainer._save_checkpoint` (both
-        # mirrored in checkpoints.py): written into tmp-checkpoint-<step>, renamed to checkpoint-<step> when complete.
-        save_checkpoint(self, model, trial)
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        # Mirrors the plain-DDP branch of transformers 5.17 `Trainer._load_optimizer_and_scheduler` for CPU processes:
-        # with world_size > 1 it maps the optimizer state to args.device, which is `cpu:0` there, and torch 2.13's
-        # `torch.load` refuses that location. Everything else (one process, GPUs, DeepSpeed, FSDP) goes to transformers.
-        if not (checkpoint and load_optimizer_and_scheduler_on_cpu(self, checkpoint)):
-            super()._load_optimizer_and_scheduler(checkpoint)
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         # Extends transformers 5.17: `resume_from_checkpoint=True` takes the newest complete checkpoint (skipping

@@ -5,9 +5,10 @@ One outer step, read top to bottom:
                  size per process), with rewards and the behaviour log-probs µ (read off the sampler when it is exact,
                  see sampler_logprobs.py, else recomputed); it is shuffled row by row (layout "rows", as TRL does) or
                  by whole groups (layout "groups") and cut into micro-batches.
-  2. advantage — at every micro-batch, `_set_advantages` recomputes A_i = R_i − (1/G) Σ_j min(π_θ/µ, η) R_j with the
-                 current θ (estimator.py), reusing the log-probs of the loss's own forward pass; under "rows" the
-                 other group members' weights come from the buffer's cache (row_layout.py).
+  2. advantage — at every micro-batch, the hook `advantages_from_loss_forward` recomputes
+                 A_i = R_i − (1/G) Σ_j min(π_θ/µ, η) R_j with the current θ (estimator.py) from the log-probs of the
+                 loss's own forward pass; under "rows" the other group members' weights come from the buffer's cache
+                 (row_layout.py). TRL 1.16 has no seam there: ../compat/grpo.py is the adapter that calls the hook.
   3. update    — TRL's `_compute_loss` applies its surrogate (any `loss_type`) with that advantage; H optimizer steps
                  consume the buffer before the next rollout.
 
@@ -36,7 +37,7 @@ from trl.trainer.utils import (
     unsplit_pixel_values_by_grid,
 )
 
-from ..adaptive import AdaptiveH
+from ..compat.grpo import GRPOForwardAdapter, trl_forward_logps, trl_recomputes_behaviour_logps
 from ..config import RapidConfig
 from ..estimator import rapid_advantages, sequence_log_weights, truncated_weights, weight_diagnostics
 from ..faults import non_finite_rewards_to_nan
@@ -51,7 +52,8 @@ from .scale_out import ScaleOutMixin
 logger = get_logger(__name__)
 
 
-class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, AdaptiveHMixin, GRPOTrainer):
+class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, AdaptiveHMixin, GRPOForwardAdapter,
+                   GRPOTrainer):
     """
     Trainer for RAPID: large-batch inference, then H off-policy mini-batch policy-gradient steps whose advantage uses an
     importance-weighted group baseline. A drop-in replacement for [`~trl.GRPOTrainer`]: same constructor, reward
@@ -107,12 +109,9 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
                 "Use baseline_weight_source='cache' (the default) or micro_batch_layout='groups'."
             )
         self.behaviour_logprobs = self._behaviour_logprobs_source(args)
-        # TRL 1.16 recomputes µ after generation whenever a batch serves more than one micro-step; with µ from the
-        # sampler that pass is answered from what `generate` recorded (see _get_per_token_logps_and_entropies).
-        self._mu_from_sampler = self.behaviour_logprobs == "sampler" and (
-            args.gradient_accumulation_steps % (args.steps_per_generation * self.num_iterations) != 0
-        )
-        self._sampled_behaviour = None  # {"tokens", "logps"} of the last training generate call, until TRL asks for µ
+        # TRL recomputes µ after generation whenever a batch serves more than one micro-step; with µ from the sampler
+        # that pass is answered from what `generate` recorded (SamplerBehaviourMixin.behaviour_logps_from_sampler).
+        self._mu_from_sampler = self.behaviour_logprobs == "sampler" and trl_recomputes_behaviour_logps(self)
         self._weight_stats = []  # per micro-batch diagnostics, kept on the device until the next log
         dropout = {k: v for k, v in self.model.config.to_dict().items() if "dropout" in k and isinstance(v, float) and v > 0}
         if dropout:
@@ -126,7 +125,6 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
         # sits among the buffered micro-batches (for baseline_weight_source="forward").
         self._rows_layout = args.micro_batch_layout == "rows"
         self._buffer_weights, self._row_micro_batch, self._row_position = None, None, None
-        self._resampling_rows = False  # adaptive H re-samples single rows of groups under layout "rows"
         # Layout "groups": the loss's own forward pass gives every group member's log-prob only when micro-batches hold
         # whole groups.
         self._whole_groups_per_micro_batch = args.per_device_train_batch_size % args.num_generations == 0
@@ -141,14 +139,8 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
         self._gathered_rewards_per_func = None  # set by _calculate_rewards, consumed right after
         self._warned_infinite_rewards = set()  # reward functions already warned about ±inf (warn once each)
         self._skipped_updates = 0  # optimizer steps skipped for a non-finite gradient
-        self._loss_inputs_awaiting_advantages = None  # see _compute_loss
-        # Adaptive H (adaptive.py): the rule, the ESS of the optimizer step being taken, and where a re-sample starts.
-        self._adaptive_h = (
-            AdaptiveH(args.num_optimizer_steps_per_generation, args.adaptive_ess_threshold) if args.adaptive_h else None
-        )
-        self._step_ess = []  # (Σ ESS/G over groups, number of groups) per micro-batch of the current optimizer step
-        self._resample_from = None  # first buffered micro-batch to re-sample at the next `_prepare_inputs`
-        self._buffer_prompts, self._buffer_group_order = None, None
+        self._buffer_group_order = None  # layout "groups": the order of the buffer's groups
+        self._init_adaptive_h(args)  # off unless optimizer_steps_per_generation="auto" (adaptive_h.py)
         self._outer_step_times = {"generation": 0.0, "total": 0.0}
 
     def _sharded_model(self) -> bool:
@@ -171,10 +163,7 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
     def _generate_and_score_completions(self, inputs):
         # Extends TRL 1.16: adds each row's raw reward, group id and reward scale, and sets µ, to the training batch.
         start = time.perf_counter()
-        try:
-            output = super()._generate_and_score_completions(inputs)
-        finally:
-            self._sampled_behaviour = None  # consumed by TRL's µ pass, or not needed
+        output = super()._generate_and_score_completions(inputs)
         if not self.model.training:
             return output  # evaluation runs on-policy (θ = µ): TRL's group-mean advantage is RAPID's
 
@@ -249,7 +238,12 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
             self._resample_from = None
         elif self._resample_from is not None:
             self._resample_stale_rows(generation_batch)
-        return self._buffered_inputs[self._step % self.args.steps_per_generation]
+        if self._step % self.args.gradient_accumulation_steps == 0:  # which of the H optimizer steps this one is
+            inner_step = (self._step % generate_every) // self.args.gradient_accumulation_steps
+            self._metrics["train"]["rapid/inner_step"].append(float(inner_step))
+        micro_batch = self._buffered_inputs[self._step % self.args.steps_per_generation]
+        self._before_loss_forward(micro_batch)
+        return micro_batch
 
     def _locate_rows(self, first: int):
         """Layout "rows": remember which buffered micro-batch (from `first` on) holds each row, and where."""
@@ -267,41 +261,26 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
     # ---------------------------------------------------------------------------------------------------------------
     # 2. Advantage, recomputed at every micro-batch with the current θ
     # ---------------------------------------------------------------------------------------------------------------
-    def _compute_loss(self, model, inputs):
-        # Extends TRL 1.16: TRL's `_compute_loss` runs one forward pass of the micro-batch, then reads
-        # inputs["advantages"]. RAPID's advantage depends on that pass's log-probs, so (layout "rows", or "groups" with
-        # whole groups per micro-batch) we hand it to `_get_per_token_logps_and_entropies`, which fills the advantages
-        # in between.
-        if self.model.training:
-            if self._step % self.args.gradient_accumulation_steps == 0:
-                inner_step = (self._step % (self.args.steps_per_generation * self.num_iterations)) // (
-                    self.args.gradient_accumulation_steps
-                )
-                self._metrics["train"]["rapid/inner_step"].append(float(inner_step))
-            if self._rows_layout:
-                if self.args.baseline_weight_source == "forward":
-                    self._refresh_member_weights(inputs)
-                self._loss_inputs_awaiting_advantages = inputs
-            elif self._whole_groups_per_micro_batch:
-                self._loss_inputs_awaiting_advantages = inputs
-            elif self._step % self.args.gradient_accumulation_steps == 0:
-                self._set_optimizer_step_advantages()
-        try:
-            return super()._compute_loss(model, inputs)
-        finally:
-            self._loss_inputs_awaiting_advantages = None
+    def advantages_from_loss_forward(self, micro_batch: dict, policy_logps: torch.Tensor) -> torch.Tensor:
+        """The advantage hook: RAPID's advantage of every row of a training micro-batch, from `policy_logps`, the
+        per-token log π_θ of its rows from the loss's own forward pass (detached). Called once per training micro-batch,
+        after that forward and before TRL's loss reads any advantage (../compat/grpo.py); also stored in `micro_batch`.
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        # Extends TRL 1.16: after the loss's forward pass (and only then: `_compute_loss` parks its micro-batch), set
-        # that micro-batch's advantages from its log-probs, before TRL's loss reads them. (µ read off the sampler is
-        # answered a level below, in SamplerBehaviourMixin.)
-        logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
-        )
-        if self._loss_inputs_awaiting_advantages is not None:
-            inputs, self._loss_inputs_awaiting_advantages = self._loss_inputs_awaiting_advantages, None
-            self._set_advantages([inputs], [logps.detach()])
-        return logps, entropies, aux_loss
+        Layout "rows", or "groups" with whole groups per micro-batch: computed here. Groups spanning micro-batches: the
+        whole optimizer step's advantages were set before its first forward (`_before_loss_forward`)."""
+        if self._rows_layout or self._whole_groups_per_micro_batch:
+            self._set_advantages([micro_batch], [policy_logps])
+        return micro_batch["advantages"]
+
+    def _before_loss_forward(self, micro_batch: dict):
+        """What the advantage needs before the loss's forward pass, with the θ it will differentiate (no-grad passes
+        run here, before the loss's graph holds memory): layout "rows" with baseline_weight_source="forward" refreshes
+        the other group members' weights; groups spanning micro-batches get the optimizer step's exact advantages."""
+        if self._rows_layout:
+            if self.args.baseline_weight_source == "forward":
+                self._refresh_member_weights(micro_batch)
+        elif not self._whole_groups_per_micro_batch and self._step % self.args.gradient_accumulation_steps == 0:
+            self._set_optimizer_step_advantages()
 
     @torch.no_grad()
     def _forward_logps(self, micro_batch: dict, positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -317,10 +296,7 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
             raise ValueError("baseline_weight_source='forward' cannot take a subset of a multimodal micro-batch's rows; "
                              "use baseline_weight_source='cache' or micro_batch_layout='groups'.")
         with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            logps, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(
-                self, self.model, input_ids, attention_mask, completion_ids.size(1), **extra
-            )
-        return logps
+            return trl_forward_logps(self, self.model, input_ids, attention_mask, completion_ids.size(1), **extra)
 
     @staticmethod
     def _loss_mask(micro_batch: dict) -> torch.Tensor:
@@ -389,9 +365,7 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
         for micro_batch, chunk in zip(micro_batches, advantages.split([len(mb[REWARDS]) for mb in micro_batches])):
             micro_batch["advantages"] = chunk
         stats = self._log_weight_diagnostics(log_weights, group_ids, ages)
-        if self._adaptive_h is not None:  # the step's ESS/G, weighted by its whole groups (rows / G of them)
-            num_groups = len(group_ids) / self.num_generations
-            self._step_ess.append(torch.stack([stats["ess"] * num_groups, stats["ess"].new_tensor(num_groups)]))
+        self._record_step_ess(stats["ess"], len(group_ids) / self.num_generations)  # adaptive H (adaptive_h.py)
 
     def _log_weight_diagnostics(self, log_weights, group_ids, ages=None):
         # Kept on the device: gathered over processes and read back once per logging step (see `log`), so a
@@ -426,21 +400,15 @@ class RapidTrainer(FaultToleranceMixin, ScaleOutMixin, SamplerBehaviourMixin, Ad
             self._metrics["train"]["rapid/generation_time"].append(times["generation"])
             self._metrics["train"]["rapid/train_time"].append(times["total"] - times["generation"])
             self._outer_step_times = {"generation": 0.0, "total": 0.0}
-        if self._adaptive_h is not None and self._step % self.args.gradient_accumulation_steps == 0:
-            self._decide_h()
         return loss
 
     # ---------------------------------------------------------------------------------------------------------------
-    # Logging: the buffered weight diagnostics and RAPID's running totals
+    # Logging: the buffered weight diagnostics and the running count of skipped updates
     # ---------------------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # Extends TRL 1.16: every training log carries the running count of skipped updates (none under DeepSpeed,
-        # where nothing is skipped).
+        # where nothing is skipped); adaptive H adds its own totals (adaptive_h.py).
         self._flush_weight_diagnostics()  # RAPID's weight diagnostics, buffered on the device since the last log
-        if self.model.training and "loss" in logs:
-            if not self.is_deepspeed_enabled:
-                logs["rapid/skipped_updates"] = float(self._skipped_updates)
-            if self._adaptive_h is not None:  # running totals, like skipped_updates (TRL would average them)
-                logs["rapid/resamples"] = float(self._adaptive_h.resamples)
-                logs["rapid/wasted_completions"] = float(self._adaptive_h.wasted_rows * self.accelerator.num_processes)
+        if self.model.training and "loss" in logs and not self.is_deepspeed_enabled:
+            logs["rapid/skipped_updates"] = float(self._skipped_updates)
         super().log(logs, start_time)

@@ -1,7 +1,8 @@
 """µ read off the sampler (`behaviour_logprobs="sampler"`): TRL's `generate` records the sampled tokens' log-probs,
 and TRL's no-grad µ pass over the inference batch is answered from that record instead of a forward pass.
 
-A mixin of RapidTrainer over TRL 1.16's GRPOTrainer; the recording itself lives in ../sampler_logprobs.py.
+A mixin of RapidTrainer over TRL 1.16's GRPOTrainer; the recording itself lives in ../sampler_logprobs.py, and the
+adapter that offers TRL's µ pass to `behaviour_logps_from_sampler` in ../compat/grpo.py.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ logger = get_logger(__name__)
 
 
 class SamplerBehaviourMixin:
-    """Sets `self._sampled_behaviour` ({"tokens", "logps"}) during a training `generate` call; the next call of
-    `_get_per_token_logps_and_entropies` (TRL's µ pass, `old_per_token_logps`) consumes it. RapidTrainer sets
-    `behaviour_logprobs`, `_mu_from_sampler` and `_sampled_behaviour` in its `__init__`."""
+    """Sets `self._sampled_behaviour` ({"tokens", "logps"}) during a training `generate` call; TRL's µ pass
+    (`old_per_token_logps`) of the same generation consumes it through `behaviour_logps_from_sampler`. RapidTrainer
+    sets `behaviour_logprobs` and `_mu_from_sampler` in its `__init__`."""
+
+    _sampled_behaviour = None  # the record of the current training generation, until TRL's µ pass takes it
 
     def _behaviour_logprobs_source(self, args: RapidConfig) -> str:
         """args.resolved_behaviour_logprobs, checked against what only the built trainer knows: µ from the sampler
@@ -57,14 +60,19 @@ class SamplerBehaviourMixin:
         self._sampled_behaviour = record
         return output
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        # Extends TRL 1.16: its first call after a recorded generation is the no-grad µ pass of
-        # `_generate_and_score_completions` (`old_per_token_logps`): answered from the sampler, without a forward pass.
-        if self._sampled_behaviour is not None:
-            record, self._sampled_behaviour = self._sampled_behaviour, None
-            return self._sampler_behaviour_logps(record, input_ids, attention_mask, logits_to_keep), None, None
-        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args,
-                                                          **kwargs)
+    def _generate_and_score_completions(self, inputs):
+        # Extends TRL 1.16: a record not taken by TRL's µ pass (an error in between) never serves another generation.
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self._sampled_behaviour = None
+
+    def behaviour_logps_from_sampler(self, input_ids, attention_mask, logits_to_keep):
+        """The µ hook (../compat/grpo.py): µ of the generation batch from the sampler's record, if there is one."""
+        if self._sampled_behaviour is None:
+            return None
+        record, self._sampled_behaviour = self._sampled_behaviour, None
+        return self._sampler_behaviour_logps(record, input_ids, attention_mask, logits_to_keep)
 
     @staticmethod
     def _sampler_behaviour_logps(record, input_ids, attention_mask, logits_to_keep) -> torch.Tensor:

@@ -5,8 +5,8 @@
   `use_cpu: true` silently trained plain replicated data parallel. torch's FSDP2 (`fully_shard`) shards, runs
   forward / backward / the optimizer step and saves and loads checkpoints on CPU over gloo, so here the FSDP plugin is
   honoured: while the trainer's `Accelerator` is built, the CPU processes are presented to accelerate as a multi-device
-  group, which is the only branch that turns the plugin on; everything after it (sharding, the device mesh,
-  checkpoints) is accelerate's and torch's own code on the CPU device.
+  group (../compat/accelerate.py), which is the only branch that turns the plugin on; everything after it (sharding,
+  the device mesh, checkpoints) is accelerate's and torch's own code on the CPU device.
 - **DeepSpeed without a GPU.** DeepSpeed (0.19) falls back to its CPU accelerator (gloo), and with `use_cpu: true`
   ZeRO-2 and ZeRO-3 run on CPU processes as they are.
 - **Launches without `use_cpu` on a CPU-only machine.** transformers joins the processes only with `use_cpu: true`:
@@ -19,9 +19,10 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 
 import torch
+
+from ..compat.accelerate import fsdp_on_cpu_processes
 
 ALONE_WITHOUT_USE_CPU = (
     "{what} on a machine without a GPU, and the training config does not say use_cpu: true. On such a machine "
@@ -74,25 +75,6 @@ def check_launch_environment(args=None) -> None:
             what=f"This process was launched as one of {world_size} (WORLD_SIZE)",
             consequence="every process trains its own copy of the model alone, and FSDP would not shard.",
         ))
-
-
-@contextmanager
-def fsdp_on_cpu_processes():
-    """While the trainer's Accelerator is built: if accelerate launched FSDP (`ACCELERATE_USE_FSDP`) on CPU processes
-    (distributed type MULTI_CPU), present them as a multi-device group so that `AcceleratorState` turns the FSDP plugin
-    on (it then records DistributedType.FSDP itself). Anything else is left untouched."""
-    from accelerate.state import PartialState
-    from accelerate.utils import DistributedType
-
-    shared = PartialState._shared_state
-    promote = _env_flag("ACCELERATE_USE_FSDP") and shared.get("distributed_type") == DistributedType.MULTI_CPU
-    if promote:
-        shared["distributed_type"] = DistributedType.MULTI_GPU
-    try:
-        yield promote
-    finally:
-        if promote and shared.get("distributed_type") == DistributedType.MULTI_GPU:  # the Accelerator was not built
-            shared["distributed_type"] = DistributedType.MULTI_CPU
 
 
 class ScaleOutMixin:
