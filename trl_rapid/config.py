@@ -147,7 +147,9 @@ class RapidConfig(GRPOConfig):
         metadata={
             "help": "Importance-weighted group baseline: 'paper' ((1/G) Σ w̄R), 'self_normalized' (Σ w̄R / Σ w̄), "
             "'leave_one_out' ((1/(G−1)) Σ_{j≠i} w̄R; RLOO at H = 1) or 'auto' (default: 'paper' with "
-            "scale_rewards='none', 'self_normalized' with 'group' or 'batch').",
+            "scale_rewards='none', 'self_normalized' with 'group' or 'batch'). Self-normalising keeps b between the "
+            "group's rewards, so the std scaling does not amplify an offset: it matters at high learning rates "
+            "(docs/benchmark/layout/README.md). All forms cost the same.",
             "choices": [*BASELINES, "auto"],
         },
     )
@@ -165,8 +167,10 @@ class RapidConfig(GRPOConfig):
         default="rows",
         metadata={
             "help": "'rows' (default): the inference batch is shuffled row by row, as TRL does, so an optimizer step "
-            "draws from every prompt; the baseline still spans each row's whole group. 'groups': whole groups per "
-            "micro-batch (N_step / G prompts per step), every weight from the loss's own forward pass.",
+            "draws from every prompt; the baseline still spans each row's whole group. Buys the accuracy whole groups "
+            "lose against TRL's steps_per_generation; costs a per-row weight cache (well under 1 % of a step). "
+            "'groups': whole groups per micro-batch (N_step / G prompts per step), every weight from the loss's own "
+            "forward pass (the paper's form). Evidence: docs/benchmark/layout/README.md.",
             "choices": list(LAYOUTS),
         },
     )
@@ -175,7 +179,9 @@ class RapidConfig(GRPOConfig):
         metadata={
             "help": "Layout 'rows' only: the group members' weights in the baseline. 'cache' (default): from the last "
             "forward pass that touched each member (1 until trained; at most H × num_iterations − 1 steps old, "
-            "logged as rapid/weight_age), no extra compute. 'forward': an exact no-grad forward over the members.",
+            "logged as rapid/weight_age), no extra compute. 'forward': an exact no-grad forward over the members, "
+            "about G − 1 extra forward rows per trained row; it bought no measurable accuracy "
+            "(docs/benchmark/layout/README.md).",
             "choices": list(WEIGHT_SOURCES),
         },
     )
