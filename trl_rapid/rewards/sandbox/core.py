@@ -26,9 +26,9 @@ from .cgroups import RunCgroups, enter_cgroup
 from .cleanup import REAPER, bytes_of_uids, remove_files_of_uids, remove_ipc_of_uids, remove_tree
 from .config import RLIMITS_AS_USER_EXPOSES, RLIMITS_CANNOT_HIDE, ExecutionResult, SandboxConfig
 from .config import SandboxUnavailableError
-from .hiding import hide_plan, tree_under_tmp
+from .jail import find_nsjail, jail_argv, render_config
 from .processes import ENV_TOKEN_KEY, UidLease, count_user_tasks, kill_run
-from .runners import CANDIDATE_SOURCE, NS_SCRIPT, VERDICT_SOURCE, VERDICT_WORDS
+from .runners import CANDIDATE_SOURCE, VERDICT_SOURCE, VERDICT_WORDS
 
 logger = logging.getLogger(__name__)
 
@@ -154,10 +154,13 @@ class Sandbox:
     def __init__(self, config: SandboxConfig | None = None):
         self.config = config or SandboxConfig()
         self.is_root = os.geteuid() == 0
-        self._unshare = shutil.which("unshare", path=_SYSTEM_PATH)
-        self._mount = shutil.which("mount", path=_SYSTEM_PATH)
         self._setpriv = shutil.which("setpriv", path=_SYSTEM_PATH)
-        self._sh = shutil.which("sh", path="/usr/bin:/bin")
+        self._nsjail, self._no_nsjail = find_nsjail()
+        # The jail's configuration, fixed at construction (the trainer's cwd and HOME are hidden), in a memfd that
+        # each nsjail reads through /proc/self/fd: no file to leave behind.
+        self._jail_config = os.memfd_create("trl-rapid-nsjail", os.MFD_CLOEXEC)
+        os.write(self._jail_config, render_config(self.config).encode())
+        weakref.finalize(self, os.close, self._jail_config)
         self._lease: UidLease | None = None
         if self.is_root:
             try:
@@ -171,7 +174,6 @@ class Sandbox:
         for slot in range(self.config.workers):
             self._slots.put(slot)
         self._dirty: set[int] = set()  # slots whose uids still owned a process after the last run
-        self._hide = hide_plan(self.config, self.is_root)  # fixed at construction (the trainer's cwd and HOME)
         self._cgroups = RunCgroups.detect(self.config.memory_mb, self.config.max_processes)
         if self._cgroups is not None:
             weakref.finalize(self, self._cgroups.close)
@@ -199,9 +201,9 @@ class Sandbox:
                 return "namespaces"
             if cfg.isolation == "namespaces":
                 raise SandboxUnavailableError(
-                    f"SandboxConfig.isolation='namespaces' is not available here: {problem}. Set isolation='rlimits' "
-                    "(weaker; see trl_rapid/rewards/sandbox/__init__.py) or 'auto', or run where unshare/mount "
-                    "namespaces are allowed (root, or unprivileged user namespaces enabled)."
+                    f"SandboxConfig.isolation='namespaces' (nsjail) is not available here: {problem}. Set "
+                    "isolation='rlimits' (the weaker fallback; see trl_rapid/rewards/sandbox/__init__.py) or 'auto', "
+                    "or run where nsjail can make namespaces (root, or unprivileged user namespaces enabled)."
                 )
             if not self.is_root and not cfg.allow_unsafe_rlimits:
                 raise SandboxUnavailableError(
@@ -210,7 +212,8 @@ class Sandbox:
                     + ". Enable unprivileged user namespaces, run as root, or, inside a disposable container only, set "
                     "SandboxConfig.allow_unsafe_rlimits=True (--code_allow_unsafe_rlimits)."
                 )
-            logger.warning("sandbox: namespaces unavailable (%s); falling back to isolation='rlimits', where %s",
+            logger.warning("sandbox: nsjail namespaces unavailable (%s); FALLING BACK to isolation='rlimits' (no "
+                           "mount, PID or network namespace), where %s",
                            problem, RLIMITS_CANNOT_HIDE)
         problem = self._cached_probe(key, "rlimits")
         if problem is not None:
@@ -264,11 +267,8 @@ class Sandbox:
 
     def _probe(self, isolation: str) -> str | None:
         """None if a trivial program passes through the `isolation` pipeline, else the reason it did not."""
-        needed = (("unshare", self._unshare), ("mount", self._mount), ("setpriv", self._setpriv), ("sh", self._sh))
-        if isolation == "namespaces":
-            missing = [name for name, path in needed if path is None]
-            if missing:
-                return f"missing executables: {', '.join(missing)}"
+        if isolation == "namespaces" and self._nsjail is None:
+            return self._no_nsjail
         # MBPP+'s "plus" tests import numpy: if the trainer has it, the sandbox uid must be able to import it too (a
         # virtualenv inside a 0700 directory runs, but its site-packages are unreadable there).
         same_interpreter = os.path.abspath(self.config.python) == os.path.abspath(sys.executable)  # a venv is its own
@@ -327,11 +327,11 @@ class Sandbox:
         ]
 
     def _spawn(self, isolation: str, source: str, fds: list[int], extra: list[str], uid: int | None, scratch: Path,
-               out, err, token: str, prelude: str | None, hide: bool = True,
+               out, err, token: str, prelude: str | None, candidate: bool = True,
                cgroup: list[str] | None = None) -> subprocess.Popen:
         """Start `python -I -S -B -c prelude+source fds... extra...` under `isolation`, as `uid` (root) or in a user
-        namespace (`prelude` None: with `site`, no -S), stdout/stderr to `out`/`err` (descriptors or files); `hide`:
-        cover the hidden paths (namespaces)."""
+        namespace (`prelude` None: with `site`, no -S), stdout/stderr to `out`/`err` (descriptors or files);
+        `candidate`: runs model output (the seccomp policy of `jail.py` applies; "rlimits": the runner's own)."""
         cfg = self.config
         home = "/tmp" if isolation == "namespaces" else str(scratch)
         env = {
@@ -349,13 +349,9 @@ class Sandbox:
         program = [cfg.python, *flags, "-c", (prelude or "") + source, *(str(fd) for fd in fds), *extra]
         popen_kwargs: dict = {}
         if isolation == "namespaces":
-            ns = ["--pid", "--fork", "--kill-child", "--net", "--ipc", "--mount", "--mount-proc",
-                  "--propagation", "private"]
-            if not self.is_root:
-                ns = ["--user", "--map-root-user", *ns]
-            argv = [self._unshare, *ns, "--", self._sh, "-c", NS_SCRIPT, "sh", str(scratch),
-                    "" if uid is None else str(uid), f"{cfg.shm_mb}:{cfg.scratch_mb}:{1 if hide else 0}", self._mount, self._setpriv,
-                    tree_under_tmp(cfg.python), *(self._hide if hide else ("", "", "")), *program]
+            time_limit = int(math.ceil(cfg.timeout_s)) + 5  # a backstop: the run's own deadline comes first
+            argv = jail_argv(self._nsjail, self._jail_config, uid, fds, env, time_limit, candidate, program)
+            fds = [*fds, self._jail_config]
         elif uid is not None and self._setpriv is not None:
             # setpriv resolves the interpreter path before the kernel drops its capabilities at exec, so an
             # interpreter under a root-only directory (e.g. pyenv in /root) still starts; the program has none.
@@ -432,7 +428,7 @@ class Sandbox:
             verdict_fds = [verdict_payload, result_w, calls_w, replies_r, armed_w, go_r]
             verdict = self._spawn(isolation, VERDICT_SOURCE, verdict_fds, [same_uid], verdict_uid, verdict_dir,
                                   verdict_out_w, verdict_out_w, token, self._preludes[isolation],
-                                  hide=False)  # it runs only the tests: nothing to hide from it
+                                  candidate=False)
             procs.append(verdict)
             close(*verdict_fds, verdict_out_w)
             if same_uid == "1":

@@ -1,4 +1,4 @@
-"""Source of the two programs a run starts, and the shell script that sets up the namespaces.
+"""Source of the two programs a run starts.
 
 Both run as `python -I -B -c SOURCE fd...` with the codec (`codec.py`, standard library only) prepended, since a
 sandboxed interpreter cannot import trl_rapid.
@@ -79,6 +79,7 @@ def _supervise(fds, dedicated):
     os._exit(code if code >= 0 else 128 - code)
 
 
+# The "rlimits" fallback only (under nsjail, `jail.kafel_policy` refuses the same calls).
 # Syscalls the candidate may not make (numbers per architecture; seccomp_data.arch must match, else the process is
 # killed). None of them is needed to score a solution:
 # * state that belongs to a uid, not a process, and so would carry from one completion to the next (the uids are
@@ -167,10 +168,10 @@ def _lockdown(dedicated):
 def _candidate():
     import sys
     payload_fd, calls_fd, replies_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    lockdown = _lockdown(sys.argv[5] == "1")
-    if lockdown != "seccomp":
-        print(f"sandbox: {lockdown}", file=sys.stderr)
-    if sys.argv[4] == "1":
+    if sys.argv[4] == "1":  # the "rlimits" fallback (under nsjail, nsjail installs the seccomp policy and reaps)
+        lockdown = _lockdown(sys.argv[5] == "1")
+        if lockdown != "seccomp":
+            print(f"sandbox: {lockdown}", file=sys.stderr)
         _supervise((payload_fd, calls_fd, replies_fd), sys.argv[5] == "1")
     solution = _read_all(payload_fd).decode("utf-8", "surrogateescape")
     _send, _receive, _to_wire, _PlainDataError = send, receive, to_wire, PlainDataError  # before the program runs
@@ -473,99 +474,3 @@ _verdict()
 
 CANDIDATE_SOURCE = CODEC_SOURCE + _LIMITS + _READ_ALL + _CANDIDATE_MAIN
 VERDICT_SOURCE = CODEC_SOURCE + _LIMITS + _READ_ALL + _VERDICT_MAIN
-
-# Run by /bin/sh as PID 1 of the new namespaces (still privileged there), then replaced by the interpreter.
-# "$1" scratch dir, "$3" "<shm_mb>:<scratch_mb>:<1: a minimal /dev of its own>", "$2" uid to drop to ("" = keep the user-namespace root but drop every capability), "$6" the
-# interpreter's own tree when it lives under /tmp or /var/tmp ("" otherwise), "$7"/"$9" the "<mode> <path>" lines to
-# hide before/after "$8", the interpreter's trees (one per line) that those of "$7" cover.
-NS_SCRIPT = r"""
-set -e
-s="$1"; u="$2"; shm_mb="${3%%:*}"; rest="${3#*:}"; scratch_mb="${rest%%:*}"; own_dev="${rest#*:}"; mount_bin="$4"
-setpriv_bin="$5"; keep="$6"; hide_outer="$7"; keep_trees="$8"; hide_inner="$9"; shift 9
-# The scratch directory is a tmpfs of its own, scratch_mb MiB in all (fallocate cannot exceed it either), in this
-# namespace only: nothing the program writes reaches the host's disk.
-"$mount_bin" -t tmpfs -o "size=${scratch_mb}m,mode=0700,nosuid,nodev${u:+,uid=$u,gid=$u}" tmpfs "$s"
-if [ "$own_dev" = 1 ]; then
-  # A minimal /dev (the candidate's): null, zero, random, urandom bound from the host's, a private shm and mqueue; no
-  # terminal, no other device. The nodes are staged in the scratch tmpfs (a user namespace may not move a mount onto
-  # /dev), and each step's mounts are made by one `mount -a` run over a small fstab: one exec each, not one per mount.
-  f="$s/.fstab"
-  for n in null zero random urandom; do : > "$s/.dev-$n"; done
-  { for n in null zero random urandom; do echo "/dev/$n $s/.dev-$n none bind 0 0"; done
-    echo "tmpfs /dev tmpfs size=64k,mode=0755,nosuid,nodev,noexec 0 0"; } > "$f"
-  "$mount_bin" -a -T "$f"
-  [ -c "$s/.dev-null" ] && [ ! -e /dev/tty ]
-  for n in null zero random urandom; do : > "/dev/$n"; done
-  { for n in null zero random urandom; do echo "$s/.dev-$n /dev/$n none bind 0 0"; done
-    # (own source names: `mount -a` skips an entry whose source and target match a mount it sees, the host's)
-    echo "sandbox-shm /dev/shm tmpfs size=${shm_mb}m,mode=1777,nosuid,nodev,X-mount.mkdir 0 0"
-    echo "sandbox-mqueue /dev/mqueue mqueue nosuid,nodev,noexec,X-mount.mkdir 0 0"; } > "$f"
-  "$mount_bin" -a -T "$f" 2>/dev/null || true  # a private mqueue may be refused (mq_* are refused anyway)
-  [ -c /dev/null ] && [ -c /dev/urandom ] && [ -d /dev/shm ]
-  "${mount_bin%/mount}/umount" "$s/.dev-null" "$s/.dev-zero" "$s/.dev-random" "$s/.dev-urandom"
-  rm -f "$f" "$s/.dev-null" "$s/.dev-zero" "$s/.dev-random" "$s/.dev-urandom"
-else  # the verdict process (it runs only the tests): the host's /dev with a private shm and mqueue
-  "$mount_bin" -t tmpfs -o "size=${shm_mb}m,mode=1777,nosuid,nodev" tmpfs /dev/shm
-  "$mount_bin" -t mqueue -o nosuid,nodev,noexec mqueue /dev/mqueue 2>/dev/null || true
-fi
-stash=/dev/shm/.trl-rapid-keep
-# Hide each "<mode> <ro|rw> <path>" line: an empty tmpfs over a directory ("rw" only while interpreter trees are bound
-# back into it; the loop below makes it read-only), /dev/null over a file.
-hide_paths() {
-  while IFS=' ' read -r mode rw h; do
-    [ -n "$h" ] || continue
-    if [ -d "$h" ]; then "$mount_bin" -t tmpfs -o "$rw,size=64k,mode=$mode,nosuid,nodev,noexec" tmpfs "$h"
-    elif [ -e "$h" ]; then "$mount_bin" --bind -o ro /dev/null "$h"; fi
-  done
-}
-# A virtualenv under /tmp would vanish below the scratch directory: bind it into the scratch directory at the same
-# relative path first (--rbind below carries it along; the loop below makes it read-only like everything else).
-if [ -n "$keep" ]; then
-  case "$keep" in /var/tmp/*) rel="${keep#/var/tmp/}" ;; *) rel="${keep#/tmp/}" ;; esac
-  mkdir -p "$s/$rel" && "$mount_bin" --bind "$keep" "$s/$rel"
-fi
-[ -d /var/tmp ] && "$mount_bin" --rbind "$s" /var/tmp
-# The interpreter's trees that a hidden directory covers: set aside (in the private /dev/shm) first, bound back
-# once it is hidden.
-if [ -n "$keep_trees" ]; then
-  mkdir "$stash"; i=0
-  while IFS= read -r k; do
-    [ -n "$k" ] || continue; i=$((i + 1)); mkdir "$stash/$i"; "$mount_bin" --bind -o ro "$k" "$stash/$i"
-  done <<EOF
-$keep_trees
-EOF
-fi
-"$mount_bin" --rbind "$s" /tmp
-hide_paths <<EOF
-$hide_outer
-EOF
-if [ -n "$keep_trees" ]; then
-  i=0
-  while IFS= read -r k; do
-    [ -n "$k" ] || continue; i=$((i + 1)); mkdir -p "$k"; "$mount_bin" --move "$stash/$i" "$k"; rmdir "$stash/$i"
-  done <<EOF
-$keep_trees
-EOF
-  rmdir "$stash"
-fi
-hide_paths <<EOF
-$hide_inner
-EOF
-# Everything else read-only, in this mount namespace only (best effort: keep each mount's other flags, which a user
-# namespace may not drop; a mount that cannot be remounted stays as it was).
-while read -r _id _parent _dev _root mnt opts _rest; do
-  case "$mnt" in
-    /tmp|/var/tmp|/dev|/dev/*|/proc|/proc/*|/sys|/sys/*) ;;
-    *) case "$opts" in ro|ro,*) continue ;; esac  # read-only already (one mount exec less)
-       opts="${opts#rw}"; opts="${opts#,}"
-       "$mount_bin" -o "remount,bind,ro${opts:+,$opts}" "$mnt" 2>/dev/null || true ;;
-  esac
-done < /proc/self/mountinfo
-cd /tmp
-unset OLDPWD PWD
-if [ -n "$u" ]; then
-  exec "$setpriv_bin" --reuid="$u" --regid="$u" --clear-groups --no-new-privs --pdeathsig=KILL -- "$@"
-else
-  exec "$setpriv_bin" --inh-caps=-all --bounding-set=-all --no-new-privs --pdeathsig=KILL -- "$@"
-fi
-"""
