@@ -226,6 +226,8 @@ class Sandbox:
         return "rlimits"
 
     def _cached_probe(self, key: tuple, isolation: str) -> str | None:
+        if isolation == "namespaces" and self._nsjail is None:
+            return self._no_nsjail
         with _PROBE_LOCK:
             if (key, isolation) not in _PROBE_CACHE:
                 try:
@@ -267,8 +269,6 @@ class Sandbox:
 
     def _probe(self, isolation: str) -> str | None:
         """None if a trivial program passes through the `isolation` pipeline, else the reason it did not."""
-        if isolation == "namespaces" and self._nsjail is None:
-            return self._no_nsjail
         # MBPP+'s "plus" tests import numpy: if the trainer has it, the sandbox uid must be able to import it too (a
         # virtualenv inside a 0700 directory runs, but its site-packages are unreadable there).
         same_interpreter = os.path.abspath(self.config.python) == os.path.abspath(sys.executable)  # a venv is its own
@@ -453,7 +453,7 @@ class Sandbox:
             outputs = {cand_out_r: _Tail(), cand_err_r: _Tail(), verdict_out_r: _Tail()}
             returncode, timed_out, over_shm, released, marker = self._watch(
                 verdict, candidate, deadline, outputs, result_r, go_w, cand_uid, isolation, uids)
-            # The verdict is in; the candidate normally exits by itself on EOF (which lets unshare/the supervisor reap
+            # The verdict is in; the candidate normally exits by itself on EOF (which lets nsjail/the supervisor reap
             # its processes). Give it a moment, then kill what is left.
             if over_shm:
                 for proc in (verdict, candidate):
@@ -575,7 +575,7 @@ class Sandbox:
     def _end_candidate(self, candidate, cand_uid, isolation) -> bool:
         """SIGKILL every process of the candidate but the one we started, which reaps them (so no zombie is left
         for a slow system init): in "namespaces" the namespace's first process (the kernel kills the rest of the
-        namespace with it; `unshare` reaps it and exits), in "rlimits" everything its dedicated uid runs but the
+        namespace with it; nsjail reaps it and exits), in "rlimits" everything its dedicated uid runs but the
         supervisor (which reaps them and exits). True once none of them can run any more code."""
         if isolation == "namespaces":
             for child in _children(candidate.pid):
@@ -601,7 +601,7 @@ class Sandbox:
     def _stop(procs: list[subprocess.Popen], token: str, uids: list[int]) -> bool:
         """Kill every process of the run; True once none is left (the uids own nothing, zombies included).
 
-        Each direct child (unshare, the supervisor) is left to reap the others first, so no zombie waits for init."""
+        Each direct child (nsjail, the supervisor) is left to reap the others first, so no zombie waits for init."""
         live = [p for p in procs if p.poll() is None]
         if live:
             kill_run(token, deadline_s=2.0, exclude=tuple(p.pid for p in live))
