@@ -71,6 +71,22 @@ def test_the_candidate_holds_only_its_pipes_and_sees_no_other_process():
     assert eval(lines["MEMFDS"], {}) == []
 
 
+WRITABLE_MOUNTS = textwrap.dedent('''
+    import os
+    points = dict.fromkeys(line.split()[4] for line in open("/proc/self/mountinfo"))
+    print("WRITABLE", sorted(p for p in points if os.path.exists(p) and not os.statvfs(p).f_flag & os.ST_RDONLY))
+''')
+ONLY_WRITABLE = "WRITABLE ['/dev/null', '/dev/random', '/dev/shm', '/dev/urandom', '/dev/zero', '/tmp']"
+
+
+@needs_namespaces
+def test_every_mount_but_scratch_shm_and_the_devices_is_read_only():
+    # nsjail binds / recursively and makes only / read-only: /sys with the cgroup hierarchies (a non-root trainer's
+    # delegated cgroup is writable by its uid: a way out of the run's limits) and nsjail's own staging tmpfs under
+    # /run/user (unbounded scratch) stayed writable before each was bound again read-only.
+    assert ONLY_WRITABLE in run(WRITABLE_MOUNTS)
+
+
 @needs_namespaces
 def test_scratch_and_shm_are_bounded_per_run_and_fallocate_is_refused():
     out = run('''
@@ -138,7 +154,7 @@ def test_the_seccomp_policy_and_config_are_what_nsjail_accepts():
         os.close(fd)
     finally:
         remove_tree(odd)
-    assert done.stdout.split()[0] == "0", done  # hidden (an empty tmpfs) ...
+    assert done.stdout.split()[:1] == ["0"], done  # hidden (an empty tmpfs) ...
     assert "Read-only file system" in done.stderr, done  # ... and read-only
 
 
@@ -167,6 +183,8 @@ for what, act in (("tty", lambda: os.open("/dev/tty", os.O_RDWR)), ("secret", la
         act(); print("REACHED", what)
     except OSError as exc:
         print("REFUSED", what, type(exc).__name__)
+print("WRITABLE", sorted(p for p in dict.fromkeys(line.split()[4] for line in open("/proc/self/mountinfo"))
+                         if os.path.exists(p) and not os.statvfs(p).f_flag & os.ST_RDONLY))
 print("CAPS", [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")])
 def f():
     return 1
@@ -210,6 +228,7 @@ def test_a_non_root_trainer_gets_the_same_jail(tmp_path):
     assert "DEV ['null', 'random', 'urandom', 'zero']" in out, out
     assert "REACHED" not in out and out.count("REFUSED") == 4, out
     assert "CAPS ['0000000000000000']" in out, out
+    assert ONLY_WRITABLE in out, out
     assert report["got"] == [] and not report["planted"], report
 
 

@@ -104,6 +104,21 @@ def _quote(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def _host_mounts() -> list[str]:
+    """Every mount point of this mount namespace but / (in mount order)."""
+    points = []
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                point = line.split()[4]
+                for code in ("\\040", "\\011", "\\012", "\\134"):  # mountinfo's octal escapes
+                    point = point.replace(code, chr(int(code[1:], 8)))
+                points.append(point)
+    except (OSError, IndexError):
+        pass
+    return [p for p in dict.fromkeys(points) if p != "/"]
+
+
 def render_config(config: SandboxConfig) -> str:
     """The jail's nsjail configuration (protobuf text; mounts are made in this order, read-only ones remounted
     read-only at the end)."""
@@ -128,7 +143,12 @@ def render_config(config: SandboxConfig) -> str:
     def hide(path):
         return tmpfs(path, "size=64k,mode=0755") if os.path.isdir(path) else bind("/dev/null", path)
 
-    lines = [bind("/"), tmpfs("/tmp", f"size={config.scratch_mb}m,mode=1777", rw=True),
+    # nsjail binds / recursively but makes only / itself read-only: every mount below it (/sys and the cgroup
+    # hierarchies, /run, a separate /work...) is bound again, read-only, unless a tmpfs below covers it anyway.
+    covered = ("/proc", "/dev", "/tmp", "/var/tmp", "/run/user", *outer)
+    submounts = [m for m in _host_mounts() if not any(_inside(m, c) for c in covered) and os.path.isdir(m)]
+    lines = [bind("/"), *map(bind, submounts), tmpfs("/run/user", "size=64k,mode=0755"),
+             tmpfs("/tmp", f"size={config.scratch_mb}m,mode=1777", rw=True),
              tmpfs("/var/tmp", "size=64k,mode=0755"), tmpfs("/dev", "size=64k,mode=0755")]
     lines += [bind(f"/dev/{name}", rw=True) for name in ("null", "zero", "random", "urandom")]
     lines += [tmpfs("/dev/shm", f"size={config.shm_mb}m,mode=1777", rw=True)]
