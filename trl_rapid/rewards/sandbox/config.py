@@ -71,9 +71,10 @@ class SandboxConfig:
             verdict process of each worker) from [sandbox_uid_base, sandbox_uid_base + sandbox_uid_count), with a
             lock file per uid, so concurrent trainers on one machine never share one; pick a range no account uses.
         sandbox_uid_count: size of that range (how many concurrent workers the machine's sandboxes can have, x2).
-        scratch_root: where per-run directories are created (default: the system temp dir).
+        scratch_root: where per-run directories are created (default: the system temp dir); in "rlimits" they are
+            the programs' scratch, in "namespaces" the programs write to their own tmpfs (`scratch_mb`) instead.
         shm_mb: size of the private /dev/shm tmpfs in namespace mode.
-        scratch_mb: size of the scratch tmpfs (/tmp and /var/tmp, one filesystem) in namespace mode.
+        scratch_mb: size of each process's scratch tmpfs (/tmp) in namespace mode.
         hidden_paths: extra absolute paths (directories or files) that "namespaces" mode covers with an empty,
             read-only tmpfs (a file: /dev/null) so the solution cannot read them, e.g. dataset, reference or token
             locations (`default_hidden_paths()` are always hidden too: the Hugging Face caches, the trainer's working
@@ -127,10 +128,8 @@ class SandboxConfig:
             bad("sandbox_uid_count", f"use at least 2 * workers = {2 * self.workers}, e.g. 1024.")
         if not is_int(self.sandbox_uid_base) or not 1000 <= self.sandbox_uid_base <= 2**31 - 2 - self.sandbox_uid_count:
             bad("sandbox_uid_base", "use an unused uid range >= 1000, e.g. 61000.")
-        if self.scratch_root is not None and (not os.path.isdir(self.scratch_root) or any(
-                c.isspace() or c == "\\" for c in self.scratch_root)):
-            bad("scratch_root", "use an existing directory (no whitespace or backslash in its path: it goes into an "
-                                "fstab) or None for the system temp dir.")
+        if self.scratch_root is not None and not os.path.isdir(self.scratch_root):
+            bad("scratch_root", "use an existing directory or None for the system temp dir.")
         if isinstance(self.hidden_paths, str) or not all(
             isinstance(p, str) and os.path.isabs(p) and "\n" not in p and os.path.normpath(p) not in SYSTEM_PATHS
             for p in self.hidden_paths
