@@ -167,14 +167,20 @@ def test_a_failure_while_scoring_one_completion_scores_it_zero(tmp_path, caplog)
                  tests=[None, None, None, None], log_extra=log)
     assert rewards == [1.0, 0.0, 0.0, None]
     assert logged["code_status"] == ["passed", "error", "error", "no_tests"]
-    # The sandbox itself fails (its scratch root vanished): every completion scores 0 with status "error".
+    # The sandbox itself fails (its scratch root vanished, "rlimits"; its nsjail binary vanished, "namespaces"):
+    # every completion scores 0 with status "error".
     wait_for_cleanup()
     scratch.rmdir()
+    if fn.sandbox.isolation == "namespaces":
+        gone = tmp_path / "nsjail"
+        nsjail, fn.sandbox._nsjail = fn.sandbox._nsjail, str(gone)  # a path where nsjail is gone (until below)
     with caplog.at_level("WARNING"):
         rewards = fn([good, good], tests=[TESTS, TESTS], log_extra=log)
     assert rewards == [0.0, 0.0] and logged["code_status"] == ["error", "error"]
     assert "sandbox" in caplog.text
     scratch.mkdir()
+    if fn.sandbox.isolation == "namespaces":
+        gone.symlink_to(nsjail)
     assert fn([good], tests=[TESTS]) == [1.0]  # and it recovers
 
 

@@ -393,15 +393,17 @@ class Sandbox:
             if not kill_run(None, uids, deadline_s=5.0):
                 return ExecutionResult(False, "error", None, 0.0, "", f"sandbox uids {uids} still own processes")
             self._dirty.discard(slot)
-        run_dir = Path(tempfile.mkdtemp(prefix="trl-rapid-sbx-", dir=cfg.scratch_root))
+        # Under nsjail each process writes to a tmpfs of its own; only "rlimits" needs scratch directories on the host.
+        run_dir = None if isolation == "namespaces" else Path(tempfile.mkdtemp(prefix="trl-rapid-sbx-",
+                                                                                  dir=cfg.scratch_root))
         fds: list[int] = []  # descriptors to close when the run ends
         procs: list[subprocess.Popen] = []
         cgroup = None
         try:
-            cand_dir, verdict_dir = run_dir / "candidate", run_dir / "verdict"
-            for directory in (cand_dir, verdict_dir):
+            cand_dir, verdict_dir = (run_dir / "candidate", run_dir / "verdict") if run_dir else (Path("/"), Path("/"))
+            for directory in (cand_dir, verdict_dir) if run_dir else ():
                 directory.mkdir(mode=0o700)
-            if self.is_root:
+            if self.is_root and run_dir:
                 os.chmod(run_dir, 0o711)  # each uid may traverse to its own dir, not list or enter the others
                 os.chown(cand_dir, cand_uid, cand_uid)
                 os.chown(verdict_dir, verdict_uid, verdict_uid)
@@ -511,11 +513,12 @@ class Sandbox:
                 if cgroup is not None:
                     self._cgroups.remove(cgroup)
             finally:
-                try:
-                    os.chmod(run_dir, 0o700)  # no later program of this uid may enter what is left of this run
-                    REAPER.submit(run_dir)
-                except OSError:
-                    remove_tree(run_dir)
+                if run_dir is not None:
+                    try:
+                        os.chmod(run_dir, 0o700)  # no later program of this uid may enter what is left of this run
+                        REAPER.submit(run_dir)
+                    except OSError:
+                        remove_tree(run_dir)
 
     def _watch(self, verdict, candidate, deadline, outputs, result_r, go_w, cand_uid, isolation, uids):
         """Until the verdict process exits or the deadline: read every output pipe (kept as tails), the verdict's
