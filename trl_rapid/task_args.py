@@ -87,7 +87,8 @@ class TaskArguments:
     )
     code_isolation: str = field(
         default="auto",
-        metadata={"help": "Sandbox isolation: 'auto', 'namespaces' or 'rlimits' (see trl_rapid/rewards/sandbox/).",
+        metadata={"help": "Sandbox isolation: 'auto', 'namespaces' (nsjail) or 'rlimits' (the fallback; see "
+                          "docs/sandbox.md).",
                   "choices": ["auto", "namespaces", "rlimits"]},
     )
     code_allow_unsafe_rlimits: bool = field(

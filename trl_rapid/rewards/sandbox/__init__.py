@@ -88,8 +88,8 @@ directory and the sweeps above, the candidate runs under a seccomp policy inheri
 `jail.kafel_policy()` (compiled by nsjail; x86_64's x32 numbers of the same calls are refused too), in "rlimits" the
 runner's own filter (`runners._SECCOMP`, x86_64 and aarch64, built with ctypes; a 32-bit/x32 syscall kills the
 process), installed after the runner empties its uid's user and user-session keyrings (a dedicated sandbox uid's
-only). Under both these fail (EPERM unless said): the kernel keyrings and POSIX message queues (`add_key`, `request_key`,
-`keyctl`, `mq_*`: they belong to a uid, not a process); page-cache probes and eviction (`fadvise64`, `readahead`,
+only). Under both these fail (EPERM unless said): the kernel keyrings and POSIX message queues (`add_key`,
+`request_key`, `keyctl`, `mq_*`: they belong to a uid, not a process); page-cache probes and eviction (`fadvise64`, `readahead`,
 `mincore`, `cachestat`, `preadv2`/`pwritev2`, `io_uring_*`, `madvise(MADV_COLD/MADV_PAGEOUT)`); nested namespaces
 (`unshare`, `setns`, `clone` with any CLONE_NEW* flag; `clone3` answers ENOSYS so glibc falls back to `clone`);
 `setsid` (each new session is a scheduler autogroup: 31 of them starved a neighbour); `ptrace`,
