@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from trl_rapid.rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, remove_tree
-from trl_rapid.rewards.sandbox.jail import find_nsjail, kafel_policy, render_config
+from trl_rapid.rewards.sandbox.jail import JailConfig, find_nsjail, kafel_policy
 
 from sandbox_modes import IS_ROOT, NAMESPACES, REPO, reachable_by_others
 
@@ -88,6 +88,30 @@ def test_every_mount_but_scratch_shm_and_the_devices_is_read_only():
 
 
 @needs_namespaces
+@pytest.mark.skipif(not IS_ROOT, reason="mounts a tmpfs on the host")
+def test_a_mount_made_after_start_up_is_read_only_in_the_jail_too():
+    box(scratch_mb=7)  # constructed (and probed) before the mount exists
+    target = Path(tempfile.mkdtemp(prefix="trl-rapid-late-mount-", dir="/var/lib"))
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=1777", "tmpfs", str(target)]).returncode != 0:
+        remove_tree(target)
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        out = run(WRITABLE_MOUNTS + f"""
+try:
+    open({str(target / 'planted')!r}, "w").write("x")
+    print("PLANTED")
+except OSError as exc:
+    print("REFUSED", exc)
+""", scratch_mb=7)
+        planted = (target / "planted").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+        remove_tree(target)
+    assert "REFUSED" in out and not planted, out
+    assert ONLY_WRITABLE in out, out
+
+
+@needs_namespaces
 def test_scratch_and_shm_are_bounded_per_run_and_fallocate_is_refused():
     out = run('''
         import ctypes, os
@@ -142,17 +166,17 @@ def test_the_seccomp_policy_and_config_are_what_nsjail_accepts():
     # Every rule compiles (a typo in a kafel name makes nsjail refuse to start: the probe would catch it, this says
     # which); hidden paths with awkward characters are quoted, not injected into the configuration.
     nsjail, _ = find_nsjail()
-    odd = Path(tempfile.mkdtemp(prefix='trl-rapid-odd "} mount { dst: \\ ', dir="/var/lib" if IS_ROOT else None))
+    odd = Path(tempfile.mkdtemp(prefix='trl-rapid-odd "} mount { dst: \\ ',
+                                dir="/var/lib" if IS_ROOT else os.path.expanduser("~")))
+    jail = JailConfig(SandboxConfig(hidden_paths=[str(odd)]))
     try:
-        text = render_config(SandboxConfig(hidden_paths=[str(odd)]))
-        fd = os.memfd_create("cfg", 0)
-        os.write(fd, text.encode())
+        fd = jail.fd()
         argv = [nsjail, "-C", f"/proc/self/fd/{fd}", "--seccomp_string", kafel_policy()]
         argv += ["--user", "61000", "--group", "61000"] if IS_ROOT else []
         done = subprocess.run([*argv, "--", "/bin/sh", "-c", f"ls -A '{odd}' | wc -l; echo x > '{odd}/f'"],
                               pass_fds=(fd,), capture_output=True, text=True, timeout=30)
-        os.close(fd)
     finally:
+        jail.close()
         remove_tree(odd)
     assert done.stdout.split()[:1] == ["0"], done  # hidden (an empty tmpfs) ...
     assert "Read-only file system" in done.stderr, done  # ... and read-only

@@ -26,7 +26,7 @@ from .cgroups import RunCgroups, enter_cgroup
 from .cleanup import REAPER, bytes_of_uids, remove_files_of_uids, remove_ipc_of_uids, remove_tree
 from .config import RLIMITS_AS_USER_EXPOSES, RLIMITS_CANNOT_HIDE, ExecutionResult, SandboxConfig
 from .config import SandboxUnavailableError
-from .jail import find_nsjail, jail_argv, render_config
+from .jail import JailConfig, find_nsjail, jail_argv
 from .processes import ENV_TOKEN_KEY, UidLease, count_user_tasks, kill_run
 from .runners import CANDIDATE_SOURCE, VERDICT_SOURCE, VERDICT_WORDS
 
@@ -156,11 +156,8 @@ class Sandbox:
         self.is_root = os.geteuid() == 0
         self._setpriv = shutil.which("setpriv", path=_SYSTEM_PATH)
         self._nsjail, self._no_nsjail = find_nsjail()
-        # The jail's configuration, fixed at construction (the trainer's cwd and HOME are hidden), in a memfd that
-        # each nsjail reads through /proc/self/fd: no file to leave behind.
-        self._jail_config = os.memfd_create("trl-rapid-nsjail", os.MFD_CLOEXEC)
-        os.write(self._jail_config, render_config(self.config).encode())
-        weakref.finalize(self, os.close, self._jail_config)
+        self._jail_config = JailConfig(self.config)  # hides the trainer's cwd and HOME as they are now
+        weakref.finalize(self, self._jail_config.close)
         self._lease: UidLease | None = None
         if self.is_root:
             try:
@@ -353,8 +350,9 @@ class Sandbox:
         popen_kwargs: dict = {}
         if isolation == "namespaces":
             time_limit = int(math.ceil(cfg.timeout_s)) + 5  # a backstop: the run's own deadline comes first
-            argv = jail_argv(self._nsjail, self._jail_config, uid, fds, env, time_limit, candidate, program)
-            fds = [*fds, self._jail_config]
+            config_fd = self._jail_config.fd()
+            argv = jail_argv(self._nsjail, config_fd, uid, fds, env, time_limit, candidate, program)
+            fds = [*fds, config_fd]
         elif uid is not None and self._setpriv is not None:
             # setpriv resolves the interpreter path before the kernel drops its capabilities at exec, so an
             # interpreter under a root-only directory (e.g. pyenv in /root) still starts; the program has none.

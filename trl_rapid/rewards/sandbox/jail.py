@@ -24,6 +24,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 from .config import SYSTEM_PATHS, SandboxConfig, default_hidden_paths
@@ -104,22 +105,59 @@ def _quote(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _host_mounts() -> list[str]:
-    """Every mount point of this mount namespace but / (in mount order)."""
+def _mount_points(mountinfo: str) -> list[str]:
+    """Every mount point of a /proc/self/mountinfo text but / (in mount order)."""
     points = []
-    try:
-        with open("/proc/self/mountinfo") as fh:
-            for line in fh:
-                point = line.split()[4]
-                for code in ("\\040", "\\011", "\\012", "\\134"):  # mountinfo's octal escapes
-                    point = point.replace(code, chr(int(code[1:], 8)))
-                points.append(point)
-    except (OSError, IndexError):
-        pass
+    for line in mountinfo.splitlines():
+        point = line.split()[4]
+        for code in ("\\040", "\\011", "\\012", "\\134"):  # mountinfo's octal escapes
+            point = point.replace(code, chr(int(code[1:], 8)))
+        points.append(point)
     return [p for p in dict.fromkeys(points) if p != "/"]
 
 
-def render_config(config: SandboxConfig) -> str:
+def hidden_paths(config: SandboxConfig) -> list[str]:
+    """What the jail covers: `default_hidden_paths()` (the trainer's cwd and HOME as they are now) and the config's,
+    where they exist; /tmp and /var/tmp are the jail's own already."""
+    found = []
+    for path in dict.fromkeys([*default_hidden_paths(), *config.hidden_paths]):
+        path = os.path.realpath(path)
+        if path not in SYSTEM_PATHS and os.path.lexists(path) and not _inside(path, "/tmp") \
+                and not _inside(path, "/var/tmp"):
+            found.append(path)
+    return found
+
+
+class JailConfig:
+    """The jail's configuration in a memfd that each nsjail reads through /proc/self/fd (no file to leave behind),
+    rendered again whenever the host's mounts change: a mount made after start-up would otherwise come into the jail
+    writable through the recursive bind of /. The hidden paths stay those of construction."""
+
+    def __init__(self, config: SandboxConfig):
+        self.config, self.hidden = config, hidden_paths(config)
+        self._lock = threading.Lock()
+        self._mountinfo: str | None = None
+        self._fds: list[int] = []  # the current one last; older ones stay open (a spawn may be passing one now)
+
+    def fd(self) -> int:
+        with open("/proc/self/mountinfo") as fh:
+            mountinfo = fh.read()
+        with self._lock:
+            if mountinfo != self._mountinfo:
+                fd = os.memfd_create("trl-rapid-nsjail", os.MFD_CLOEXEC)
+                os.write(fd, render_config(self.config, self.hidden, _mount_points(mountinfo)).encode())
+                self._fds.append(fd)
+                self._mountinfo = mountinfo
+            return self._fds[-1]
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds, self._mountinfo = [], None
+
+
+def render_config(config: SandboxConfig, hidden: list[str], host_mounts: list[str]) -> str:
     """The jail's nsjail configuration (protobuf text; mounts are made in this order, read-only ones remounted
     read-only at the end)."""
     def tmpfs(dst, options, rw=False):
@@ -130,12 +168,6 @@ def render_config(config: SandboxConfig) -> str:
         return f"mount {{ src: {_quote(src)} dst: {_quote(dst or src)} is_bind: true rw: {str(rw).lower()} }}"
 
     trees = interpreter_trees(config.python)
-    hidden = []
-    for path in dict.fromkeys([*default_hidden_paths(), *config.hidden_paths]):
-        path = os.path.realpath(path)
-        if path not in SYSTEM_PATHS and os.path.lexists(path) and not _inside(path, "/tmp") \
-                and not _inside(path, "/var/tmp"):
-            hidden.append(path)
     # A path inside an interpreter tree is hidden after the tree is bound back; others before.
     inner = [p for p in hidden if any(_inside(p, t) and p != t for t in trees)]
     outer = [p for p in hidden if p not in inner and not any(_inside(p, o) and p != o for o in hidden)]
@@ -146,7 +178,7 @@ def render_config(config: SandboxConfig) -> str:
     # nsjail binds / recursively but makes only / itself read-only: every mount below it (/sys and the cgroup
     # hierarchies, /run, a separate /work...) is bound again, read-only, unless a tmpfs below covers it anyway.
     covered = ("/proc", "/dev", "/tmp", "/var/tmp", "/run/user", *outer)
-    submounts = [m for m in _host_mounts() if not any(_inside(m, c) for c in covered) and os.path.isdir(m)]
+    submounts = [m for m in host_mounts if not any(_inside(m, c) for c in covered) and os.path.isdir(m)]
     lines = [bind("/"), *map(bind, submounts), tmpfs("/run/user", "size=64k,mode=0755"),
              tmpfs("/tmp", f"size={config.scratch_mb}m,mode=1777", rw=True),
              tmpfs("/var/tmp", "size=64k,mode=0755"), tmpfs("/dev", "size=64k,mode=0755")]
