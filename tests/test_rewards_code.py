@@ -23,6 +23,7 @@ from trl_rapid.rewards.sandbox import (
     Sandbox,
     SandboxConfig,
     find_sandbox_processes,
+    run_prefix,
     wait_for_cleanup,
 )
 
@@ -59,7 +60,7 @@ def _assert_caller_healthy(reward):
     start = time.monotonic()
     assert reward([GOOD_17], **_columns([17])) == [1.0]
     assert time.monotonic() - start < 5
-    assert find_sandbox_processes() == []
+    assert find_sandbox_processes(run_prefix()) == []
 
 
 def _assert_no_sandbox_uid_processes(sandbox: Sandbox):
@@ -191,7 +192,7 @@ def test_completions_run_in_parallel_and_keep_order():
 
 def test_environment_is_minimal_and_scratch_is_private(reward, monkeypatch):
     monkeypatch.setenv("TRL_RAPID_TEST_SECRET", "hunter2")
-    before = {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("trl-rapid-sbx-")}
+    before = {p for p in os.listdir(tempfile.gettempdir()) if p.startswith(run_prefix())}
     program = _fenced(
         "import os, tempfile\n"
         "assert 'TRL_RAPID_TEST_SECRET' not in os.environ\n"
@@ -204,7 +205,7 @@ def test_environment_is_minimal_and_scratch_is_private(reward, monkeypatch):
     )
     assert reward([program], **_columns([17])) == [1.0]
     wait_for_cleanup()  # run directories are deleted on a background thread
-    after = {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("trl-rapid-sbx-")}
+    after = {p for p in os.listdir(tempfile.gettempdir()) if p.startswith(run_prefix())}
     assert after <= before, "the run's scratch directory was not deleted"
 
 
@@ -225,7 +226,7 @@ def test_hostile_fork_bomb(reward):
     start = time.monotonic()
     assert reward([bomb], **_columns([17])) == [0.0]
     assert time.monotonic() - start < TIMEOUT_S + 4
-    assert find_sandbox_processes() == [], "fork-bomb processes survived the run"
+    assert find_sandbox_processes(run_prefix()) == [], "fork-bomb processes survived the run"
     _assert_no_sandbox_uid_processes(reward.sandbox)
     _assert_caller_healthy(reward)
 
@@ -243,7 +244,7 @@ def test_process_limit_is_enforced(reward):
     result = reward.sandbox.run(program, "pass\n")
     forked = int(result.stdout_tail.split()[0])
     assert result.passed and 0 < forked < reward.sandbox.config.max_processes
-    assert find_sandbox_processes() == []  # the sleeping children were killed when the run ended
+    assert find_sandbox_processes(run_prefix()) == []  # the sleeping children were killed when the run ended
     _assert_no_sandbox_uid_processes(reward.sandbox)
 
 

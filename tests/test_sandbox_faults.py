@@ -20,6 +20,7 @@ from trl_rapid.rewards.sandbox import (
     Sandbox,
     SandboxConfig,
     find_sandbox_processes,
+    run_prefix,
     remove_tree,
     wait_for_cleanup,
 )
@@ -43,7 +44,7 @@ def sandbox(request):
 
 def _run_dirs() -> set[str]:
     wait_for_cleanup()  # run directories are deleted on a background thread
-    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("trl-rapid-sbx-")}
+    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith(run_prefix())}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -126,7 +127,7 @@ def test_a_process_still_writing_is_stopped_before_cleanup(sandbox):
     result = sandbox.run(daemon + GOOD, TESTS)
     assert result.passed, result
     assert _run_dirs() <= before
-    assert find_sandbox_processes() == []
+    assert find_sandbox_processes(run_prefix()) == []
     # ... and the next program on the same slot (same uid) is unaffected.
     assert sandbox.run(GOOD, TESTS).passed
 

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from trl_rapid.rewards.code import make_code_reward
-from trl_rapid.rewards.sandbox import SandboxConfig, find_sandbox_processes
+from trl_rapid.rewards.sandbox import SandboxConfig, find_sandbox_processes, run_prefix
 
 from sandbox_modes import ROWS, MODES
 
@@ -304,7 +304,7 @@ def test_candidate_cannot_read_signal_or_trace_the_verdict(scored):
 
 
 def test_no_process_or_planted_file_survives(scored):
-    assert find_sandbox_processes() == []
+    assert find_sandbox_processes(run_prefix()) == []
     for directory in ("/tmp", "/var/tmp", "/dev/shm"):
         for name in ("numpy.py", "sitecustomize.py", "usercustomize.py", "math.py"):
             assert not os.path.exists(os.path.join(directory, name)), f"{directory}/{name} left behind"

@@ -169,7 +169,7 @@ from .cleanup import remove_tree, wait_for_cleanup
 from .codec import PlainDataError
 from .config import ExecutionResult, SandboxConfig, SandboxUnavailableError, default_hidden_paths
 from .core import Sandbox
-from .processes import ENV_TOKEN_KEY, find_sandbox_processes
+from .processes import ENV_TOKEN_KEY, find_sandbox_processes, run_prefix
 
 __all__ = [
     "ENV_TOKEN_KEY",
@@ -181,5 +181,6 @@ __all__ = [
     "default_hidden_paths",
     "find_sandbox_processes",
     "remove_tree",
+    "run_prefix",
     "wait_for_cleanup",
 ]

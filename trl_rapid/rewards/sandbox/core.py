@@ -27,7 +27,7 @@ from .cleanup import REAPER, bytes_of_uids, remove_files_of_uids, remove_ipc_of_
 from .config import RLIMITS_AS_USER_EXPOSES, RLIMITS_CANNOT_HIDE, ExecutionResult, SandboxConfig
 from .config import SandboxUnavailableError
 from .jail import JailConfig, find_nsjail, jail_argv
-from .processes import ENV_TOKEN_KEY, UidLease, count_user_tasks, kill_run
+from .processes import ENV_TOKEN_KEY, UidLease, count_user_tasks, kill_run, run_prefix
 from .runners import CANDIDATE_SOURCE, VERDICT_SOURCE, VERDICT_WORDS
 
 logger = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ class Sandbox:
         virtualenv, `sys.prefix`, as seen inside this sandbox by its uid. The programs then start with `-S`, which
         skips `site` and every .pth hook (an editable install's finder alone cost ~8 ms per interpreter here)."""
         probe = "import sys, json; print(json.dumps([sys.path, sys.prefix, sys.exec_prefix]))"
-        run_dir = Path(tempfile.mkdtemp(prefix="trl-rapid-sbx-", dir=self.config.scratch_root))
+        run_dir = Path(tempfile.mkdtemp(prefix=run_prefix(), dir=self.config.scratch_root))
         try:
             uid = self._slot_uids(0)[0]
             scratch = run_dir / "candidate"
@@ -248,7 +248,7 @@ class Sandbox:
             if uid is not None:
                 os.chmod(run_dir, 0o711)
                 os.chown(scratch, uid, uid)
-            token = secrets.token_hex(16)
+            token = run_prefix() + secrets.token_hex(16)
             with open(run_dir / "out", "wb") as out, open(run_dir / "err", "wb") as err:
                 proc = self._spawn(isolation, probe, [], [], uid, scratch, out, err, token, prelude=None)
             try:
@@ -387,7 +387,7 @@ class Sandbox:
         timeout_s = cfg.timeout_s if timeout_s is None else timeout_s
         start = time.monotonic()
         deadline = start + timeout_s
-        token, nonce = secrets.token_hex(16), secrets.token_hex(32)
+        token, nonce = run_prefix() + secrets.token_hex(16), secrets.token_hex(32)
         cand_uid, verdict_uid = self._slot_uids(slot)
         uids = [u for u in (cand_uid, verdict_uid) if u is not None]
         if slot in self._dirty:
@@ -395,7 +395,7 @@ class Sandbox:
                 return ExecutionResult(False, "error", None, 0.0, "", f"sandbox uids {uids} still own processes")
             self._dirty.discard(slot)
         # Under nsjail each process writes to a tmpfs of its own; only "rlimits" needs scratch directories on the host.
-        run_dir = None if isolation == "namespaces" else Path(tempfile.mkdtemp(prefix="trl-rapid-sbx-",
+        run_dir = None if isolation == "namespaces" else Path(tempfile.mkdtemp(prefix=run_prefix(),
                                                                                   dir=cfg.scratch_root))
         fds: list[int] = []  # descriptors to close when the run ends
         procs: list[subprocess.Popen] = []

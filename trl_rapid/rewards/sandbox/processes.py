@@ -23,8 +23,15 @@ ENV_TOKEN_KEY = "TRL_RAPID_SANDBOX"
 LOCK_DIR_NAME = "trl-rapid-sandbox-uids"
 
 
+def run_prefix(pid: int | None = None) -> str:
+    """How the run tokens and run directories of the trainer process `pid` (default: this one) begin, so that a check
+    for leftovers can tell them from those of another trainer on the machine."""
+    return f"trl-rapid-sbx-{os.getpid() if pid is None else pid}-"
+
+
 def find_sandbox_processes(token: str | None = None) -> list[int]:
-    """PIDs whose environment carries the sandbox marker (any run, or only run `token`). Unreadable ones are skipped.
+    """PIDs whose environment carries the sandbox marker (any run, or only runs whose token starts with `token`, e.g.
+    `run_prefix()`: this trainer's). Unreadable ones are skipped.
 
     This is how stray processes are found after a run and how tests check that none are left.
     """
