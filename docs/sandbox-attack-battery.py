@@ -90,3 +90,6 @@ escapes += [f"processes left {left}"] if left else []
 print(json.dumps({"mode": MODE, "wrongly_rewarded": wrong, "escapes": escapes, "crashed": crashed,
                   "honest_below_1": honest_low, "batch_s": round(elapsed, 1), "n": len(names), "results": res}))
 os.unlink(SOCK)
+import shutil
+shutil.rmtree(OPEN, ignore_errors=True)
+shutil.rmtree(CWD, ignore_errors=True)
