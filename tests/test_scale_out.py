@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.launch import assert_same_state, load_dump
+
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = REPO / "configs" / "accelerate"
 WORKER = str(REPO / "tests" / "scale_out_worker.py")
@@ -97,29 +99,6 @@ def run_until_killed(commands, cwd, out, name, timeout=150):
     finally:
         stop(procs)
     return reports
-
-
-def load_dump(path):
-    dump = torch.load(path, weights_only=False)
-    dump["param_groups"] = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()}
-                            for g in dump["param_groups"]]
-    return dump
-
-
-def assert_same_state(before, after, step=4):
-    assert before["global_step"] == after["global_step"] == step
-    assert before["learning_rate"] == after["learning_rate"]
-    assert before["param_groups"] == after["param_groups"]
-    assert before["optimizer"].keys() == after["optimizer"].keys() and before["optimizer"]
-    for index, state in before["optimizer"].items():
-        assert state.keys() == after["optimizer"][index].keys()
-        for key, value in state.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(after["optimizer"][index][key])), (index, key)
-    for name, value in before["master"].items():  # the optimizer's master weights (this process's partition)
-        assert torch.equal(value, after["master"][name]), name
-    assert before["params"].keys() == after["params"].keys() and before["params"]
-    for name, value in before["params"].items():
-        assert torch.equal(value, after["params"][name]), name
 
 
 FULL_NUMEL = 334080  # parameter elements of the tiny model
