@@ -1,5 +1,5 @@
-"""What every test module shares: offline settings and the fixtures (the tiny model, free ports, a vLLM server). Shared
-helpers that tests import (the recording trainer, launches) live in tests/helpers/."""
+"""What every test module shares: offline settings, which tests are slow, and the fixtures (the tiny model, free ports,
+a vLLM server). Shared helpers that tests import (the recording trainer, launches) live in tests/helpers/."""
 
 import os
 
@@ -11,6 +11,36 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The fast loop: `pytest -m "not slow"` runs the unit and in-process trainer-logic tests; `pytest` runs everything.
+# A test is slow when
+#   1. it is marked `@pytest.mark.slow` where it is defined (launched multi-process runs, vLLM engines, the benchmark's
+#      worker processes, training scripts killed with -9), or
+#   2. its module runs real sandboxed programs throughout (SANDBOX_MODULES), or
+#   3. it trains the tiny model (uses `tiny_model_dir`) and is not the first case of its parametrization: the first
+#      case keeps each trainer check in the fast loop, the other cases repeat it over more settings.
+# ---------------------------------------------------------------------------------------------------------------------
+SANDBOX_MODULES = {"test_rewards_code.py", "test_sandbox_faults.py", "test_sandbox_forging.py",
+                   "test_sandbox_redteam.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SANDBOX_MODULES:
+            item.add_marker(pytest.mark.slow)
+        elif "tiny_model_dir" in getattr(item, "fixturenames", ()) and _later_case(item):
+            item.add_marker(pytest.mark.slow)
+
+
+def _later_case(item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and any(index > 0 for index in callspec.indices.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny Llama-shaped model + character tokenizer, written locally and loaded with `from_pretrained`."""

@@ -94,6 +94,7 @@ def test_load_mbppplus_columns_prompt_and_split():
         load_mbppplus(MBPP, split="validation")
 
 
+@pytest.mark.slow  # sandboxed programs
 def test_mbppplus_loader_feeds_code_reward():
     from trl_rapid.rewards.code import make_code_reward
     from trl_rapid.rewards.sandbox import SandboxConfig

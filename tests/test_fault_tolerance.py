@@ -220,6 +220,7 @@ def script_args(*extra, save_strategy="steps"):
             "--num_train_prompts", "64", "--per_device_train_batch_size", "8", "--num_generations", "4", *extra]
 
 
+@pytest.mark.slow  # the training script, killed with -9
 def test_rapid_checkpoints_are_complete_or_absent_after_kill_9(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     writing = run_killed_during_save(out, tiny_model_dir, "--config", str(DEMO))
@@ -276,6 +277,7 @@ def test_stale_staging_cleanup_touches_only_staging_folders_and_restores_a_moved
     assert remove_stale_staging(tmp_path) == []  # nothing left to do, no warning
 
 
+@pytest.mark.slow  # the training script, killed with -9
 def test_a_partial_checkpoint_left_by_trl_is_skipped_when_the_script_resumes(tiny_model_dir, tmp_path):
     from trl_rapid.cli import main
 
