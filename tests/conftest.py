@@ -1,5 +1,6 @@
 """What every test module shares: offline settings, which tests are slow, and the fixtures (the tiny model, free ports,
-a vLLM server). Shared helpers that tests import (the recording trainer, launches) live in tests/helpers/."""
+a vLLM server). Shared helpers that tests import (the recording trainer, launches, waits on a loaded machine) live in
+tests/helpers/."""
 
 import os
 

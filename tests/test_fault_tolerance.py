@@ -28,6 +28,8 @@ from trl_rapid.checkpoints import (
 from trl_rapid.console import CompactProgressCallback
 from trl_rapid.tiny import make_repeat_digit_dataset, repeat_digit_reward
 
+from helpers.timing import scaled
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
 
@@ -201,14 +203,14 @@ def run_killed_during_save(out: Path, model_dir: str, *extra: str, stall_at: int
     with log.open("w") as stderr:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + scaled(240)
         while not marker.exists():
             if process.poll() is not None:
                 raise AssertionError(f"the run ended before its save: {log.read_text()[-3000:]}")
             assert time.monotonic() < deadline, "the run never reached its save"
             time.sleep(0.2)
         os.kill(process.pid, signal.SIGKILL)
-        assert process.wait(timeout=60) == -signal.SIGKILL
+        assert process.wait(timeout=scaled(60)) == -signal.SIGKILL
     finally:
         if process.poll() is None:
             process.kill()

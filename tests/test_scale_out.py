@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from helpers.launch import assert_same_state, load_dump
+from helpers.timing import scaled
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = REPO / "configs" / "accelerate"
@@ -73,7 +74,7 @@ def stop(procs):
 def run(commands, cwd, name, timeout=150):
     procs = start(commands, cwd, name)
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while any(p.poll() is None for p, _ in procs) and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
@@ -86,10 +87,10 @@ def run_until_killed(commands, cwd, out, name, timeout=150):
     """Start the first phase, wait until every rank has checkpoint-4 and is parked, then SIGKILL every process."""
     procs = start(commands, cwd, name)
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         ready = [out / f"ready-rank{r}.json" for r in (0, 1)]
         while not all(p.exists() for p in ready):
-            assert time.monotonic() < deadline, f"no checkpoint-4 in {timeout} s\n{logs(cwd, name)}"
+            assert time.monotonic() < deadline, f"no checkpoint-4 in {scaled(timeout):.0f} s\n{logs(cwd, name)}"
             assert all(p.poll() is None for p, _ in procs), f"a launcher exited early\n{logs(cwd, name)}"
             time.sleep(0.5)
         time.sleep(0.2)  # both reports are fully written (each is written in one call)
@@ -218,7 +219,7 @@ def test_several_cpu_processes_without_use_cpu_stop_at_start_up(config, message,
                         str(REPO / "scripts" / "rapid.py"), "--config", str(REPO / "configs" / "demo.yaml"),
                         "--use_cpu", "false", "--max_steps", "2", "--output_dir", str(tmp_path / "out"),
                         "--model_name_or_path", str(tmp_path / "model"), "--num_eval_prompts", "0"]
-    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=150)
+    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=scaled(150))
     output = result.stdout + result.stderr
     assert result.returncode != 0 and message in output, output[-4000:]
     assert "AssertionError" not in output  # DeepSpeed's own batch-size assertion is never reached
@@ -234,7 +235,7 @@ def test_fsdp_refuses_the_exact_forward_weight_source_at_start_up(tmp_path, free
                         "--baseline_weight_source", "forward", "--max_steps", "2", "--output_dir",
                         str(tmp_path / "out"), "--model_name_or_path", str(tmp_path / "model"),
                         "--num_eval_prompts", "0"]
-    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=150)
+    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=scaled(150))
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "baseline_weight_source='forward'" in output, output[-4000:]
     assert "sharded model" in output and "'loss'" not in output

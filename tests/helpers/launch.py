@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from helpers.timing import scaled
+
 REPO = Path(__file__).resolve().parents[2]  # the repository root
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
@@ -15,11 +17,11 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--
 
 def launch(args, tmp_path, port, timeout=300):
     """Runs `accelerate launch` with 2 processes on `args`; fails with its output unless it exits 0 within `timeout`
-    seconds."""
+    seconds (on an idle machine: scaled to the load)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # A fixed rendezvous port can collide with another job on the machine; take a free one.
     result = subprocess.run(LAUNCH + ["--main_process_port", str(port)] + args, cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=timeout)
+                            capture_output=True, text=True, timeout=scaled(timeout))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
