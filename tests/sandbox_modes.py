@@ -3,10 +3,12 @@
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
+from helpers.timing import scaled
 from trl_rapid.rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mbppplus.jsonl"
@@ -36,3 +38,18 @@ NAMESPACES = _unavailable("namespaces") is None
 RLIMITS_PROBLEM = _unavailable("rlimits") if IS_ROOT else "the rlimits mode runs as a dedicated uid only as root"
 needs_rlimits = pytest.mark.skipif(RLIMITS_PROBLEM is not None, reason=f"rlimits unavailable: {RLIMITS_PROBLEM}")
 MODES = (["rlimits"] if RLIMITS_PROBLEM is None else []) + (["namespaces"] if NAMESPACES else [])
+
+
+def lasting(snapshot, grace_s: float = 10.0) -> set:
+    """What `snapshot()` keeps returning for `grace_s` seconds (scaled to the machine's load, at most 20 s).
+
+    A run of this session has removed its own processes and run directory when it returns, so whatever it leaves
+    behind lasts; those of another test session or trainer on the same machine come and go with their runs (a check of
+    the whole machine right after a run would count them). 20 s is shorter than any sleep a test's program leaves
+    behind (30 s), so a leak is still seen."""
+    seen = set(snapshot())
+    end = time.monotonic() + min(20.0, scaled(grace_s))
+    while seen and time.monotonic() < end:
+        time.sleep(0.1)
+        seen &= set(snapshot())
+    return seen

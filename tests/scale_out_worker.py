@@ -23,7 +23,7 @@ import torch.distributed as dist
 from datasets import Dataset
 from transformers import AutoTokenizer, TrainerCallback
 
-from test_trainer import RecordingTrainer  # the advantage check of tests/test_trainer.py, run on each process
+from helpers.trainer import RecordingTrainer  # the advantage check of tests/test_trainer.py, run on each process
 from trl_rapid import RapidConfig
 from trl_rapid.tiny import repeat_digit_reward
 

@@ -35,6 +35,7 @@ def bench(tmp_path_factory):
     return result, out
 
 
+@pytest.mark.slow  # the benchmark, every method (the `bench` fixture)
 def test_outputs_written(bench):
     result, out = bench
     for name in ("results.json", "table.md", "time_breakdown.png", "reward_vs_time.png"):
@@ -51,6 +52,7 @@ def test_outputs_written(bench):
         assert method["label"] in table
 
 
+@pytest.mark.slow  # the benchmark, every method (the `bench` fixture)
 def test_every_method_ran_once_with_the_same_budget(bench):
     result, _ = bench
     plan = result["config"]["plan"]
@@ -69,6 +71,7 @@ def test_every_method_ran_once_with_the_same_budget(bench):
     assert result["runs"][2]["config"]["eta"] == 2.0
 
 
+@pytest.mark.slow  # the benchmark, every method (the `bench` fixture)
 def test_time_parts_add_up(bench):
     result, _ = bench
     for run in result["runs"]:
@@ -82,6 +85,7 @@ def test_time_parts_add_up(bench):
         assert run["memory"]["peak_rss_mib"] >= run["memory"]["start_rss_mib"] > 0
 
 
+@pytest.mark.slow  # the benchmark, every method (the `bench` fixture)
 def test_ratios_come_from_the_recorded_times(bench):
     result, _ = bench
     runs = {r["method"]: r for r in result["runs"]}
@@ -101,6 +105,7 @@ def test_ratios_come_from_the_recorded_times(bench):
     assert result["summary"]["grpo_on_policy"]["ratio_to_a"]["total_time"]["mean"] == 1.0
 
 
+@pytest.mark.slow  # the benchmark, every method (the `bench` fixture)
 def test_evaluation_along_the_way(bench):
     result, _ = bench
     for run in result["runs"]:
@@ -112,6 +117,7 @@ def test_evaluation_along_the_way(bench):
         assert run["eval"]["final_reward"] == points[-1]["reward"]
 
 
+@pytest.mark.slow  # the benchmark, every method (the `bench` fixture)
 def test_ideal_measurements(bench):
     result, _ = bench
     kinds = {r["kind"]: r for r in result["ideal"]["runs"]}
@@ -169,12 +175,14 @@ def test_qwen_shaped_model_is_random_and_says_so(tmp_path):
         896, 24, 151936)
 
 
+@pytest.mark.slow  # the benchmark, every method (the `bench` fixture)
 def test_random_weights_note_reaches_the_table(bench):
     result, _ = bench
     fake = {**result, "model": {**result["model"], "kind": "qwen2.5-0.5b-shaped", "note": B.RANDOM_WEIGHTS_NOTE}}
     assert "random weights, timing only" in B.format_table(fake)
 
 
+@pytest.mark.slow  # benchmark worker processes
 def test_runs_in_fresh_processes(tmp_path, tiny_model_dir):
     """The default isolation: each run in a child forked from a server that preloaded torch/TRL."""
     overrides = {**TINY_BUDGET, "budget": {"total_completions": 16}, "eval": {"every_steps": 2},
@@ -188,6 +196,7 @@ def test_runs_in_fresh_processes(tmp_path, tiny_model_dir):
     assert result["ideal"]["per_seed"] == {} and "over ideal" in (tmp_path / "out" / "table.md").read_text()
 
 
+@pytest.mark.slow  # the benchmark, every method (the `bench` fixture)
 def test_aa_arm_changes_the_completions_but_not_the_prompts(bench, tmp_path, tiny_model_dir):
     """An A/A arm of (a), random_stream_offset 1: other sampled completions, the same prompts in the same order; and
     (a) itself is deterministic per seed (the same completions as in the `bench` run), so the difference is the
@@ -209,6 +218,7 @@ def test_aa_arm_changes_the_completions_but_not_the_prompts(bench, tmp_path, tin
     assert "A/A check, grpo_on_policy_aa1 − grpo_on_policy" in table  # one seed: "no interval", said so
 
 
+@pytest.mark.slow  # benchmark worker processes
 def test_parallel_workers_give_the_same_runs_and_resume_reuses_finished_ones(tmp_path, tiny_model_dir):
     """2 seeds × 2 methods, one at a time and two at a time: every run's outcome is the same per seed (fresh process,
     one torch thread each), the partial file gets every run as it finishes, and a resumed sweep runs nothing again."""

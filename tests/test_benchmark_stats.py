@@ -279,6 +279,7 @@ def test_dry_run_prints_the_plan(capsys):
     assert "28 arms × 1 seeds = 28 runs" in out and '"learning_rates"' in out
 
 
+@pytest.mark.slow  # a benchmark sweep, end to end
 def test_a_sweep_with_a_variant_runs_end_to_end(tmp_path, tiny_model_dir):
     """Two learning rates × ((a) + a RAPID variant with its own argument), minuscule budget, in this process."""
     overrides = {"seeds": [0], "budget": {"total_completions": 16}, "eval": {"every_steps": 2},

@@ -186,8 +186,7 @@ def test_python_dash_m_runs_the_script_and_its_flags_take_underscores():
 def test_console_entry_point_exits_zero_after_training(tiny_model_dir, tmp_path, monkeypatch):
     # The installed `trl-rapid` script does `sys.exit(<entry>())`: anything but None or 0 is a failing exit status.
     import importlib
-
-    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11; the entry point itself does not need it
+    import tomllib
     target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["trl-rapid"]
     module, function = target.split(":")
     entry = getattr(importlib.import_module(module), function)

@@ -22,6 +22,8 @@ from trl_rapid.data import (
     split_mbppplus,
 )
 
+from helpers.timing import scaled
+
 FIXTURES = Path(__file__).parent / "fixtures"
 MATH = str(FIXTURES / "math_lighteval.jsonl")
 MATH500 = str(FIXTURES / "math500.jsonl")
@@ -94,12 +96,13 @@ def test_load_mbppplus_columns_prompt_and_split():
         load_mbppplus(MBPP, split="validation")
 
 
+@pytest.mark.slow  # sandboxed programs
 def test_mbppplus_loader_feeds_code_reward():
     from trl_rapid.rewards.code import make_code_reward
     from trl_rapid.rewards.sandbox import SandboxConfig
 
     ds = load_mbppplus(MBPP, split="all")
-    reward = make_code_reward(SandboxConfig(timeout_s=5, workers=2))
+    reward = make_code_reward(SandboxConfig(timeout_s=scaled(5), workers=2))
     completions = [f"```python\n{code}\n```" for code in ds["code"]]
     assert reward(completions, **_trl_reward_kwargs(ds)) == [1.0] * len(ds)
 

@@ -28,6 +28,8 @@ from trl_rapid.checkpoints import (
 from trl_rapid.console import CompactProgressCallback
 from trl_rapid.tiny import make_repeat_digit_dataset, repeat_digit_reward
 
+from helpers.timing import scaled
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
 
@@ -201,14 +203,14 @@ def run_killed_during_save(out: Path, model_dir: str, *extra: str, stall_at: int
     with log.open("w") as stderr:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + scaled(240)
         while not marker.exists():
             if process.poll() is not None:
                 raise AssertionError(f"the run ended before its save: {log.read_text()[-3000:]}")
             assert time.monotonic() < deadline, "the run never reached its save"
             time.sleep(0.2)
         os.kill(process.pid, signal.SIGKILL)
-        assert process.wait(timeout=60) == -signal.SIGKILL
+        assert process.wait(timeout=scaled(60)) == -signal.SIGKILL
     finally:
         if process.poll() is None:
             process.kill()
@@ -220,6 +222,7 @@ def script_args(*extra, save_strategy="steps"):
             "--num_train_prompts", "64", "--per_device_train_batch_size", "8", "--num_generations", "4", *extra]
 
 
+@pytest.mark.slow  # the training script, killed with -9
 def test_rapid_checkpoints_are_complete_or_absent_after_kill_9(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     writing = run_killed_during_save(out, tiny_model_dir, "--config", str(DEMO))
@@ -276,6 +279,7 @@ def test_stale_staging_cleanup_touches_only_staging_folders_and_restores_a_moved
     assert remove_stale_staging(tmp_path) == []  # nothing left to do, no warning
 
 
+@pytest.mark.slow  # the training script, killed with -9
 def test_a_partial_checkpoint_left_by_trl_is_skipped_when_the_script_resumes(tiny_model_dir, tmp_path):
     from trl_rapid.cli import main
 

@@ -101,6 +101,7 @@ def test_a_killed_build_leaves_no_cache(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # the temporary folder is gone too
 
 
+@pytest.mark.slow  # the training script, end to end
 def test_training_script_runs_the_headroom_recipe_from_the_warm_start(tmp_path, monkeypatch):
     """configs/headroom.yaml through the training script: the warm start is built (a small recipe here, to keep the
     suite fast), cached under the env-chosen folder, and RAPID trains from it."""

@@ -1,24 +1,10 @@
 """Two training processes on CPU through the real `accelerate launch` (gloo backend)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-
-
-def launch(args, tmp_path, port, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    # A fixed rendezvous port can collide with another job on the machine; take a free one.
-    result = subprocess.run(LAUNCH + ["--main_process_port", str(port)] + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
+from helpers.launch import REPO, launch
 
 
 @pytest.mark.slow

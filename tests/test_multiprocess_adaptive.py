@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from test_multiprocess import REPO, launch
+from helpers.launch import REPO, launch
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ state to `cpu:0` there, which torch 2.13 refuses to load; RapidTrainer loads it 
 import json
 
 import pytest
-from test_multiprocess import REPO, launch
+from helpers.launch import REPO, launch
 
 WORKER = str(REPO / "tests" / "resume_multiprocess_worker.py")
 

@@ -27,9 +27,12 @@ from trl_rapid.rewards.sandbox import (
     wait_for_cleanup,
 )
 
-from sandbox_modes import ROWS, IS_ROOT, MODES
+from helpers.timing import load_factor, scaled
+from sandbox_modes import ROWS, IS_ROOT, MODES, lasting
 
-TIMEOUT_S = 2.0
+# Scaled to the machine's load: a correct program must finish in time on a loaded machine too; the hostile programs
+# check that the sandbox stops them at this timeout, whatever its value.
+TIMEOUT_S = scaled(2.0)
 
 
 
@@ -59,8 +62,8 @@ def _assert_caller_healthy(reward):
     """The calling process still works: a normal completion is still scored, quickly and correctly."""
     start = time.monotonic()
     assert reward([GOOD_17], **_columns([17])) == [1.0]
-    assert time.monotonic() - start < 5
-    assert find_sandbox_processes(run_prefix()) == []
+    assert time.monotonic() - start < scaled(5)
+    assert not lasting(lambda: find_sandbox_processes(run_prefix()))
 
 
 def _assert_no_sandbox_uid_processes(sandbox: Sandbox):
@@ -180,14 +183,15 @@ def test_generic_tests_column_and_log_extra():
 
 
 def test_completions_run_in_parallel_and_keep_order():
-    fn = make_code_reward(SandboxConfig(timeout_s=5, workers=4))
-    slow_ok = "```python\nimport time\ntime.sleep(1)\ndef f():\n    return 1\n```"
-    slow_bad = "```python\nimport time\ntime.sleep(1)\ndef f():\n    return 2\n```"
+    dilation = load_factor()  # on a loaded machine the whole test runs slower: sleeps, timeout and bound alike
+    fn = make_code_reward(SandboxConfig(timeout_s=5 * dilation, workers=4))
+    slow_ok = f"```python\nimport time\ntime.sleep({dilation})\ndef f():\n    return 1\n```"
+    slow_bad = f"```python\nimport time\ntime.sleep({dilation})\ndef f():\n    return 2\n```"
     start = time.monotonic()
     rewards = fn([slow_ok, slow_bad, slow_bad, slow_ok], tests=["assert f() == 1"] * 4)
     elapsed = time.monotonic() - start
     assert rewards == [1.0, 0.0, 0.0, 1.0]
-    assert elapsed < 3.0, f"4 one-second programs on 4 workers took {elapsed:.1f}s: not parallel"
+    assert elapsed < 3.0 * dilation, f"4 programs sleeping {dilation:.1f}s on 4 workers took {elapsed:.1f}s: not parallel"
 
 
 def test_environment_is_minimal_and_scratch_is_private(reward, monkeypatch):
@@ -204,9 +208,12 @@ def test_environment_is_minimal_and_scratch_is_private(reward, monkeypatch):
         "def square_perimeter(a):\n    return 4 * a"
     )
     assert reward([program], **_columns([17])) == [1.0]
-    wait_for_cleanup()  # run directories are deleted on a background thread
-    after = {p for p in os.listdir(tempfile.gettempdir()) if p.startswith(run_prefix())}
-    assert after <= before, "the run's scratch directory was not deleted"
+
+    def new_run_dirs():
+        wait_for_cleanup()  # run directories are deleted on a background thread
+        return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith(run_prefix())} - before
+
+    assert not lasting(new_run_dirs), "the run's scratch directory was not deleted"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -226,7 +233,7 @@ def test_hostile_fork_bomb(reward):
     start = time.monotonic()
     assert reward([bomb], **_columns([17])) == [0.0]
     assert time.monotonic() - start < TIMEOUT_S + 4
-    assert find_sandbox_processes(run_prefix()) == [], "fork-bomb processes survived the run"
+    assert not lasting(lambda: find_sandbox_processes(run_prefix())), "fork-bomb processes survived the run"
     _assert_no_sandbox_uid_processes(reward.sandbox)
     _assert_caller_healthy(reward)
 
@@ -244,7 +251,7 @@ def test_process_limit_is_enforced(reward):
     result = reward.sandbox.run(program, "pass\n")
     forked = int(result.stdout_tail.split()[0])
     assert result.passed and 0 < forked < reward.sandbox.config.max_processes
-    assert find_sandbox_processes(run_prefix()) == []  # the sleeping children were killed when the run ended
+    assert not lasting(lambda: find_sandbox_processes(run_prefix()))  # the sleeping children were killed when the run ended
     _assert_no_sandbox_uid_processes(reward.sandbox)
 
 

@@ -13,9 +13,12 @@ import pytest
 from trl_rapid.rewards.code import make_code_reward
 from trl_rapid.rewards.sandbox import SandboxConfig, find_sandbox_processes, run_prefix
 
-from sandbox_modes import ROWS, MODES
+from helpers.timing import scaled
+from sandbox_modes import ROWS, MODES, lasting
 
-TIMEOUT_S = 2.0
+# Scaled to the machine's load: a correct program must finish in time on a loaded machine too; the hostile programs
+# check that the sandbox stops them at this timeout, whatever its value.
+TIMEOUT_S = scaled(2.0)
 
 
 
@@ -304,7 +307,7 @@ def test_candidate_cannot_read_signal_or_trace_the_verdict(scored):
 
 
 def test_no_process_or_planted_file_survives(scored):
-    assert find_sandbox_processes(run_prefix()) == []
+    assert not lasting(lambda: find_sandbox_processes(run_prefix()))
     for directory in ("/tmp", "/var/tmp", "/dev/shm"):
         for name in ("numpy.py", "sitecustomize.py", "usercustomize.py", "math.py"):
             assert not os.path.exists(os.path.join(directory, name)), f"{directory}/{name} left behind"

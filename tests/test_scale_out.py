@@ -22,6 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.launch import assert_same_state, load_dump
+from helpers.timing import scaled
+
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = REPO / "configs" / "accelerate"
 WORKER = str(REPO / "tests" / "scale_out_worker.py")
@@ -71,7 +74,7 @@ def stop(procs):
 def run(commands, cwd, name, timeout=150):
     procs = start(commands, cwd, name)
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while any(p.poll() is None for p, _ in procs) and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
@@ -84,10 +87,10 @@ def run_until_killed(commands, cwd, out, name, timeout=150):
     """Start the first phase, wait until every rank has checkpoint-4 and is parked, then SIGKILL every process."""
     procs = start(commands, cwd, name)
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         ready = [out / f"ready-rank{r}.json" for r in (0, 1)]
         while not all(p.exists() for p in ready):
-            assert time.monotonic() < deadline, f"no checkpoint-4 in {timeout} s\n{logs(cwd, name)}"
+            assert time.monotonic() < deadline, f"no checkpoint-4 in {scaled(timeout):.0f} s\n{logs(cwd, name)}"
             assert all(p.poll() is None for p, _ in procs), f"a launcher exited early\n{logs(cwd, name)}"
             time.sleep(0.5)
         time.sleep(0.2)  # both reports are fully written (each is written in one call)
@@ -97,29 +100,6 @@ def run_until_killed(commands, cwd, out, name, timeout=150):
     finally:
         stop(procs)
     return reports
-
-
-def load_dump(path):
-    dump = torch.load(path, weights_only=False)
-    dump["param_groups"] = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()}
-                            for g in dump["param_groups"]]
-    return dump
-
-
-def assert_same_state(before, after, step=4):
-    assert before["global_step"] == after["global_step"] == step
-    assert before["learning_rate"] == after["learning_rate"]
-    assert before["param_groups"] == after["param_groups"]
-    assert before["optimizer"].keys() == after["optimizer"].keys() and before["optimizer"]
-    for index, state in before["optimizer"].items():
-        assert state.keys() == after["optimizer"][index].keys()
-        for key, value in state.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(after["optimizer"][index][key])), (index, key)
-    for name, value in before["master"].items():  # the optimizer's master weights (this process's partition)
-        assert torch.equal(value, after["master"][name]), name
-    assert before["params"].keys() == after["params"].keys() and before["params"]
-    for name, value in before["params"].items():
-        assert torch.equal(value, after["params"][name]), name
 
 
 FULL_NUMEL = 334080  # parameter elements of the tiny model
@@ -239,7 +219,7 @@ def test_several_cpu_processes_without_use_cpu_stop_at_start_up(config, message,
                         str(REPO / "scripts" / "rapid.py"), "--config", str(REPO / "configs" / "demo.yaml"),
                         "--use_cpu", "false", "--max_steps", "2", "--output_dir", str(tmp_path / "out"),
                         "--model_name_or_path", str(tmp_path / "model"), "--num_eval_prompts", "0"]
-    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=150)
+    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=scaled(150))
     output = result.stdout + result.stderr
     assert result.returncode != 0 and message in output, output[-4000:]
     assert "AssertionError" not in output  # DeepSpeed's own batch-size assertion is never reached
@@ -255,7 +235,7 @@ def test_fsdp_refuses_the_exact_forward_weight_source_at_start_up(tmp_path, free
                         "--baseline_weight_source", "forward", "--max_steps", "2", "--output_dir",
                         str(tmp_path / "out"), "--model_name_or_path", str(tmp_path / "model"),
                         "--num_eval_prompts", "0"]
-    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=150)
+    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=scaled(150))
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "baseline_weight_source='forward'" in output, output[-4000:]
     assert "sharded model" in output and "'loss'" not in output

@@ -120,6 +120,7 @@ def test_the_library_does_not_import_the_training_script():
                    env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
 
 
+@pytest.mark.slow  # the benchmark script, end to end
 def test_benchmark_a_users_task_end_to_end(user_task, tiny_model_dir, tmp_path):
     """`python scripts/benchmark.py --config <a config whose task is task.import>`: a couple of steps, in worker
     processes that import the user's module from PYTHONPATH."""

