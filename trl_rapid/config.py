@@ -168,7 +168,7 @@ class RapidConfig(GRPOConfig):
         metadata={
             "help": "'rows' (default): the inference batch is shuffled row by row, as TRL does, so an optimizer step "
             "draws from every prompt; the baseline still spans each row's whole group. Buys the accuracy whole groups "
-            "lose against TRL's steps_per_generation; costs a per-row weight cache (well under 1 % of a step). "
+            "lose against TRL's steps_per_generation; costs a per-row weight cache (well under one percent of a step). "
             "'groups': whole groups per micro-batch (N_step / G prompts per step), every weight from the loss's own "
             "forward pass (the paper's form). Evidence: docs/benchmark/layout/README.md.",
             "choices": list(LAYOUTS),
