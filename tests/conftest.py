@@ -22,7 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 #      case keeps each trainer check in the fast loop, the other cases repeat it over more settings.
 # ---------------------------------------------------------------------------------------------------------------------
 SANDBOX_MODULES = {"test_rewards_code.py", "test_sandbox_faults.py", "test_sandbox_forging.py",
-                   "test_sandbox_redteam.py"}
+                   "test_sandbox_redteam.py", "test_sandbox_nsjail.py"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects

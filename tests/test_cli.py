@@ -174,6 +174,7 @@ def test_demo_recipe_under_accelerate_launch_with_two_processes(tmp_path, free_p
     assert "=== trl-rapid summary ===" in result.stdout
 
 
+@pytest.mark.slow  # three interpreter start-ups (~9 s)
 def test_python_dash_m_runs_the_script_and_its_flags_take_underscores():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     for module in ("trl_rapid", "trl_rapid.cli"):
