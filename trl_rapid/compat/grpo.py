@@ -57,6 +57,9 @@ class _AdvantagesAfterForward(dict):
             raise RuntimeError(ORDER_CHANGED.format(what="_compute_loss read the advantages before its forward"))
         raise KeyError(key)
 
+    def get(self, key, default=None):  # dict.get bypasses __missing__
+        return self[key] if key == "advantages" else super().get(key, default)
+
 
 class GRPOForwardAdapter:
     """Put directly before `GRPOTrainer` in the bases. Subclasses implement the two hooks below; the three overrides
