@@ -35,7 +35,8 @@ def _now() -> float:
 
 
 class _TimedMixin:
-    """Times generation and training inside any GRPOTrainer subclass without changing what it computes."""
+    """Times generation and training inside any GRPOTrainer subclass without changing what it computes. Overrides TRL
+    1.16.0's `GRPOTrainer._generate` and `_generate_and_score_completions` (each calls the parent unchanged)."""
 
     def _bench_reset(self):
         self.bench = {"generation": 0.0, "sampling": 0.0, "train_step": 0.0, "optimizer": 0.0,

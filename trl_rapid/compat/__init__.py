@@ -17,7 +17,8 @@ when the installed version differs, and checks that pyproject.toml pins the same
 Also version-bound, but left where they are because they are the subclass's own state or a subclass override that
 names the version it extends: RapidTrainer reads TRL 1.16.0's `_step`, `_buffered_inputs` and `_metrics`, and overrides
 TRL 1.16.0's `_prepare_inputs`, `_generate_and_score_completions`, `_calculate_rewards`, `_generate_single_turn` and
-transformers 5.17.0's `_get_grad_norm` (each override says which method it mirrors).
+transformers 5.17.0's `_get_grad_norm` (each override says which method it mirrors); the benchmark's timing mixin
+(benchmark/timing.py) wraps TRL 1.16.0's `_generate` and `_generate_and_score_completions` without changing them.
 """
 
 from __future__ import annotations
