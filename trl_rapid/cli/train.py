@@ -20,7 +20,6 @@ def main(argv: list[str] | None = None):
 
     check_launch_environment(training_args)  # RapidConfig checks it too; this covers `trainer: grpo`
 
-    import torch.distributed as dist
     from accelerate import PartialState
     from transformers import AutoTokenizer
     from trl import GRPOTrainer, get_peft_config, get_quantization_config
@@ -87,9 +86,28 @@ def main(argv: list[str] | None = None):
     if training_args.push_to_hub:
         name = script_args.dataset_name
         trainer.push_to_hub(dataset_name=name if name and not is_local(name) else script_args.task)
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()  # without it one rank can abort at exit
+    _leave_together()
     return trainer
+
+
+def _leave_together() -> None:
+    """Every process waits for the others, then the process group is destroyed (without it one rank can abort at
+    exit).
+
+    Why wait: with CPU processes (gloo) the group's threads outlive `destroy_process_group` once DDP has used it (torch
+    2.13), and a process that exited while another was still saving aborted once in that teardown ("terminate called
+    without an active exception", machine loaded). The main process's held-out evaluation and upload may take long,
+    so gloo's monitored_barrier waits up to a day; NCCL runs keep TRL's behaviour (no wait).
+    """
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_backend() == "gloo" and dist.get_world_size() > 1:
+        dist.monitored_barrier(timeout=timedelta(days=1))
+    dist.destroy_process_group()
 
 
 def run() -> None:
