@@ -1,6 +1,6 @@
 """Issue 15's verdict tables from the layout sweeps' results.json files (accuracy: Welch; time: ratio of means).
 
-    python docs/benchmark/layout/summarize.py docs/benchmark/layout/{lr5e-5,lr2e-4_30,h4_h16,h4_h16_4x_30,reverse,reverse_h}/results.json \
+    python docs/benchmark/layout/summarize.py docs/benchmark/layout/{lr5e-5,lr2e-4_30,h4_h16,h4_h16_4x_30,reverse,reverse_h_30}/results.json \
         > docs/benchmark/layout/verdict.md
 
 First the grid (task × learning rate × H: RAPID with its defaults against (b) at the same H, with the A/A check of that
