@@ -118,13 +118,15 @@ def fake_lean_repl(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_minif2f_task_loads_valid_for_training_and_test_as_held_out(tmp_path):
-    from trl_rapid.cli import load_task, parse_args
+    from trl_rapid.cli import parse_args
+    from trl_rapid.task_args import task_from_args
 
     repl, log = fake_lean_repl(tmp_path)
     script, _, _ = parse_args(["--config", str(REPO / "configs" / "minif2f" / "rapid_h4.yaml"), "--use_cpu", "true",
                                "--dataset_name", str(FIXTURES / "minif2f.jsonl"), "--lean_repl_command", str(repl),
                                "--num_eval_prompts", "-1"])
-    train, held_out, [reward] = load_task(script)
+    task = task_from_args(script)
+    train, held_out, [reward] = task.train, task.eval_dataset, task.reward_funcs
     assert sorted(set(train["split"])) == ["valid"] and len(train) == 2
     assert sorted(set(held_out["split"])) == ["test"] and len(held_out) == 3
     assert "example : True := trivial" in log.read_text()  # the REPL was probed at start-up
@@ -135,7 +137,8 @@ def test_minif2f_task_loads_valid_for_training_and_test_as_held_out(tmp_path):
 
 
 def test_minif2f_refuses_to_train_on_a_test_only_dataset(tmp_path):
-    from trl_rapid.cli import load_task, parse_args
+    from trl_rapid.cli import parse_args
+    from trl_rapid.task_args import task_from_args
 
     repl, _ = fake_lean_repl(tmp_path)
     test_only = tmp_path / "minif2f_test.jsonl"  # the AI-MO/minif2f_test schema: no split column
@@ -145,7 +148,7 @@ def test_minif2f_refuses_to_train_on_a_test_only_dataset(tmp_path):
     script, _, _ = parse_args(["--task", "minif2f", "--output_dir", str(tmp_path), "--use_cpu", "true",
                                "--dataset_name", str(test_only), "--lean_repl_command", str(repl)])
     with pytest.raises(ValueError, match="no 'split' column"):
-        load_task(script)
+        task_from_args(script)
 
 
 @pytest.mark.parametrize("task, hint", [("nope", ""), ("math500", "MATH-500 has only test problems")])

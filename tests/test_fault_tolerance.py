@@ -232,14 +232,16 @@ def test_rapid_checkpoints_are_complete_or_absent_after_kill_9(tiny_model_dir, t
     assert checkpoint_problem(out / "checkpoint-2") is None
 
     # Resume through the trainer API, as a user would: resume_from_checkpoint=True.
-    from trl_rapid.cli import load_task, parse_args
+    from trl_rapid.cli import parse_args
+    from trl_rapid.task_args import task_from_args
 
     # Finished without further checkpoints (save_strategy "no"; a changed save_steps would not do: transformers 5.17
     # takes save_steps from the resumed trainer_state.json): no later save is for step 4, so only the cleanup at the
     # start of training removes its folder.
     script, args, _ = parse_args(["--config", str(DEMO), "--model_name_or_path", tiny_model_dir, "--output_dir",
                                   str(out), *script_args(save_strategy="no")])
-    train_dataset, _, reward_funcs = load_task(script)
+    task = task_from_args(script)
+    train_dataset, reward_funcs = task.train, task.reward_funcs
     steps = StepRecorder()
     trainer = RapidTrainer(model=tiny_model_dir, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                            processing_class=AutoTokenizer.from_pretrained(tiny_model_dir), callbacks=[steps])

@@ -12,7 +12,8 @@ import pytest
 from trl import GRPOConfig
 
 from trl_rapid import RapidConfig
-from trl_rapid.cli import TASKS, parse_args
+from trl_rapid.cli import parse_args
+from trl_rapid.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

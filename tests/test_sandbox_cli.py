@@ -5,7 +5,8 @@ import pytest
 from transformers import HfArgumentParser
 
 from sandbox_modes import needs_rlimits
-from trl_rapid.cli import RapidScriptArguments, build_reward
+from trl_rapid.cli import RapidScriptArguments
+from trl_rapid.tasks import build_reward
 
 
 @needs_rlimits  # uid leases are taken only by a root trainer

@@ -70,10 +70,10 @@ def test_built_in_tasks_are_registered_once():
     demo = T.task_from_config({"name": "repeat_digit", "num_train_prompts": 4, "num_eval_prompts": 0})
     assert demo.eval_dataset is None and demo.eval_funcs == demo.reward_funcs  # held-out score = training reward
     # The benchmark, the training script and the evaluation all resolve through it.
-    from trl_rapid import cli
+    from trl_rapid import task_args
     from trl_rapid.benchmark import tasks as bench_tasks
 
-    assert cli.TASKS is T.TASKS and bench_tasks.TASK_NAMES == tuple(T.TASKS)
+    assert task_args.build_task is T.build_task and bench_tasks.TASK_NAMES == tuple(T.TASKS)
 
 
 def test_a_users_task_by_import_path(user_task):
@@ -91,11 +91,12 @@ def test_a_users_task_by_import_path(user_task):
 
 
 def test_the_training_script_and_the_evaluation_take_it(user_task, tiny_model_dir, tmp_path):
-    from trl_rapid.cli import main, parse_args, script_task
+    from trl_rapid.cli import main, parse_args
+    from trl_rapid.task_args import task_from_args
 
     script, _, _ = parse_args(["--task", user_task, "--task_args", '{"num_prompts": 16}', "--num_eval_prompts", "4",
                                "--output_dir", str(tmp_path / "x"), "--use_cpu", "true"])
-    task = script_task(script)
+    task = task_from_args(script)
     assert len(task.train) == 16 and len(task.eval_dataset) == 4
     trainer = main(["--task", user_task, "--task_args", '{"num_prompts": 32}', "--num_eval_prompts", "4",
                     "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path / "run"), "--use_cpu",

@@ -18,9 +18,9 @@ Where the allowed values of a choice field come from:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 

@@ -29,17 +29,7 @@ The script's parts, each readable alone:
     summary.py    summary.json and reward_curve.png
 """
 
-from ..task_args import task_from_args as script_task
-from ..tasks import TASKS, build_reward  # the one registry, for the script's users
 from .arguments import RapidScriptArguments, parse_args
-from .summary import plot_reward_curve
 from .train import main, run
 
-__all__ = ["TASKS", "RapidScriptArguments", "build_reward", "load_task", "main", "parse_args", "plot_reward_curve",
-           "run", "script_task"]
-
-
-def load_task(script_args):
-    """(train_dataset, held-out dataset or None, reward_funcs) of `script_args.task`."""
-    task = script_task(script_args)
-    return task.train, task.eval_dataset, task.reward_funcs
+__all__ = ["RapidScriptArguments", "main", "parse_args", "run"]
